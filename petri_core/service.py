@@ -1,0 +1,966 @@
+"""The use cases: each loads state, asks the machine, and appends the events in one transaction.
+
+The MCP server and the CLI are two doors into this class; neither holds a rule of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import context, machine
+from .errors import NotFound, Rejected
+from .machine import Neighbour, NewEvent, SimilarHit, Snapshot, VerifiedCitation
+from .models import (
+    FINAL_STATES,
+    Cell,
+    CellsOut,
+    ClaimOut,
+    DecomposeResult,
+    FailOut,
+    HeartbeatOut,
+    HumanItem,
+    NextOut,
+    ResolveOut,
+    SimilarCell,
+    Source,
+    StartOut,
+    SubmitOut,
+    Task,
+    TaskOut,
+)
+from .quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
+from .roster import DEFAULT_PRESET, PRESETS, ROLES
+from .similarity import RESTATEMENT_THRESHOLD, similarity, words
+from .store import Store, VerifyReport
+
+Clock = Callable[[], datetime]
+MAX_CLAIM_CHARS = 1000
+RETRY_BASE_S = 30
+RETRY_MAX_S = 1800
+DEFAULTS: dict[str, Any] = {
+    "child_cap": 5,
+    "max_depth": 3,
+    "max_iterations": 3,
+    "attempt_cap": 3,
+    "lease_seconds": 900,
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """The one timestamp format of the dish (sortable as text)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def task_out(task: Task) -> TaskOut:
+    return TaskOut(
+        task_id=task.task_id,
+        cell_id=task.cell_id,
+        role=task.role,
+        kind=task.kind,
+        agent=ROLES[task.role].agent,
+        brief=task.brief,
+    )
+
+
+def lean_schema(model: type[BaseModel], role: str | None = None) -> dict[str, Any]:
+    """A compact JSON schema: no titles, `$defs` inlined, the role's verdicts as an enum."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            out = {k: walk(v) for k, v in node.items() if k not in ("title", "description")}
+            if "anyOf" in out and len(out["anyOf"]) == 2 and {"type": "null"} in out["anyOf"]:
+                other = next(x for x in out.pop("anyOf") if x != {"type": "null"})
+                out = {**other, **out}
+            return out
+        if isinstance(node, list):
+            return [walk(x) for x in node]
+        return node
+
+    lean: dict[str, Any] = walk(schema)
+    if role and "verdict" in lean.get("properties", {}):
+        lean["properties"]["verdict"] = {"enum": list(ROLES[role].vocabulary)}
+    return lean
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:6]:
+        where = ".".join(str(x) for x in err["loc"]) or "result"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _slug(claim: str, taken: set[str]) -> str:
+    initials = "".join(w[0] for w in words(claim)[:3] if w[0].isalpha()) or "run"
+    base = re.sub(r"[^a-z]", "", initials)[:4] or "run"
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
+
+
+class Service:
+    """Petri's use cases over one dish."""
+
+    def __init__(self, dish: Path, clock: Clock = utcnow) -> None:
+        self.dish = dish
+        self.clock = clock
+
+    def open(self, *, create: bool = True) -> Store:
+        """A fresh store connection (one per call: tools run on worker threads)."""
+        return Store(self.dish, create=create)
+
+    def now(self) -> str:
+        return iso(self.clock())
+
+    # ---------------------------------------------------------------- helpers inside a transaction
+
+    def _snapshot(self, st: Store, cell_id: str, now: str) -> Snapshot:
+        cell = st.cell(cell_id)
+        run = st.run(cell.run_id)
+        children = [
+            Neighbour(c.cell_id, c.text, c.state, c.level, e.relation) for e, c in st.children(cell_id)
+        ]
+        return Snapshot(
+            run=run,
+            cell=cell,
+            tasks=st.tasks_of_cell(cell_id, cell.iteration),
+            verdicts=st.verdicts(cell_id, cell.iteration),
+            citations=st.citations(cell_id),
+            children=children,
+            ancestors=frozenset(st.ancestors(cell_id)),
+            next_seq=st.next_seqs(run.run_id),
+            now=now,
+        )
+
+    def _commit(self, st: Store, events: Sequence[NewEvent], now: str) -> list[NewEvent]:
+        """Append events, then everything they cause: waking parents, flagging, the run's progress."""
+        done: list[NewEvent] = []
+        queue = list(events)
+        while queue:
+            st.append(queue, now)
+            done += queue
+            follow: list[NewEvent] = []
+            finished = [
+                e.cell_id
+                for e in queue
+                if e.type == "cell_state_changed" and e.payload["to"] in FINAL_STATES and e.cell_id
+            ]
+            for cell_id in dict.fromkeys(finished):
+                for parent in st.parents(cell_id):
+                    follow += machine.decide_children_final(self._snapshot(st, parent.cell_id, now))
+            queue = follow
+        runs = {e.run_id for e in done if e.run_id}
+        for run_id in sorted(runs):
+            progress = self._run_progress(st, run_id)
+            if progress:
+                st.append(progress, now)
+                done += progress
+        return done
+
+    def _run_progress(self, st: Store, run_id: str) -> list[NewEvent]:
+        run = st.run(run_id)
+        counts = st.cell_counts(run_id)
+        root = st.cell(run.root_cell_id)
+        pending = any(counts.get(s) for s in ("new", "decomposing", "awaiting_approval"))
+        trigger = None
+        if run.state in ("decomposing", "growing") and root.state in FINAL_STATES:
+            trigger = "root_final"
+        elif run.state == "complete" and root.state not in FINAL_STATES:
+            trigger = "reopened"
+        elif run.state == "decomposing" and not pending:
+            trigger = "decomposition_done"
+        elif run.state == "growing" and pending:
+            trigger = "decomposition_resumed"
+        if trigger is None:
+            return []
+        row = machine.select_run(run.state, trigger)
+        return [
+            NewEvent("run_state_changed", {"from": run.state, "to": row.target, "trigger": trigger}, run_id)
+        ]
+
+    def _reap(self, st: Store, now: str) -> list[NewEvent]:
+        """Return expired leases to the queue (attempt+1), or park the task past its attempt cap."""
+        done: list[NewEvent] = []
+        for task in st.expired_leases(now):
+            done += self._release(st, task, now, cause="lease expired", retry_at=now)
+        return done
+
+    def _release(self, st: Store, task: Task, now: str, *, cause: str, retry_at: str) -> list[NewEvent]:
+        cap = st.run(task.run_id).settings["attempt_cap"]
+        if task.attempt + 1 > cap:
+            snap = self._snapshot(st, task.cell_id, now)
+            events = machine.decide_task_stalled(snap, task, f"{cause}; attempt cap {cap} reached")
+        else:
+            events = [
+                NewEvent(
+                    "task_released",
+                    {"cause": cause, "attempt": task.attempt + 1, "ready_at": retry_at},
+                    task.run_id,
+                    task.cell_id,
+                    task.task_id,
+                )
+            ]
+        return self._commit(st, events, now)
+
+    # ---------------------------------------------------------------- start, next
+
+    def start(
+        self,
+        claim: str,
+        preset: str = DEFAULT_PRESET,
+        clarifications: Iterable[dict[str, str]] = (),
+        require_approval: bool = False,
+        **settings: int,
+    ) -> StartOut:
+        """Create a run from a claim: its root cell and the first task."""
+        claim = " ".join(claim.split())
+        if not claim:
+            raise Rejected("the claim is empty", "pass the claim to research as one sentence")
+        if len(claim) > MAX_CLAIM_CHARS:
+            raise Rejected(
+                f"the claim is {len(claim)} characters; at most {MAX_CLAIM_CHARS} are allowed",
+                "state the claim in one or two sentences; put context into clarifications",
+            )
+        if preset not in PRESETS:
+            raise Rejected(f"unknown preset {preset!r}", f"use one of: {', '.join(PRESETS)}")
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise Rejected(f"unknown settings {sorted(unknown)}", f"allowed: {', '.join(DEFAULTS)}")
+        values = {**DEFAULTS, **settings}
+        if not (
+            1 <= values["child_cap"] <= 12
+            and 0 <= values["max_depth"] <= 6
+            and 1 <= values["max_iterations"] <= 10
+            and 1 <= values["attempt_cap"] <= 10
+            and 30 <= values["lease_seconds"] <= 86400
+        ):
+            raise Rejected(
+                "a setting is out of range",
+                "child_cap 1-12, max_depth 0-6, max_iterations 1-10, "
+                "attempt_cap 1-10, lease_seconds 30-86400",
+            )
+        clar = [{"question": str(c["question"]), "answer": str(c["answer"])} for c in clarifications]
+        now = self.now()
+        with self.open() as st, st.write():
+            run_id = _slug(claim, st.run_ids())
+            root_id = f"{run_id}-0-01"
+            payload = {
+                "claim": claim,
+                "preset": preset,
+                "root_cell_id": root_id,
+                "clarifications": clar,
+                "settings": {
+                    **values,
+                    "roles": sorted(PRESETS[preset]),
+                    "require_approval": require_approval,
+                },
+            }
+            st.append([NewEvent("run_started", payload, run_id)], now)
+            run = st.run(run_id)
+            leaf = values["max_depth"] == 0
+            root = machine.new_cell(run, root_id, 0, 1, claim, now, leaf_reason="depth cap" if leaf else None)
+            st.append(
+                [
+                    machine.cell_created_event(root),
+                    NewEvent(
+                        "run_state_changed",
+                        {"from": "intake", "to": "decomposing", "trigger": "begin"},
+                        run_id,
+                    ),
+                ],
+                now,
+            )
+            snap = Snapshot(run=st.run(run_id), cell=root, next_seq={0: 2}, now=now)
+            self._commit(st, machine.plant(snap, "root claim"), now)
+            tasks = [task_out(t) for t in st.open_tasks(run_id)]
+        return StartOut(run_id=run_id, root_cell_id=root_id, tasks=tasks)
+
+    def next(self, run_id: str | None = None, limit: int = 10) -> NextOut:
+        """Ready tasks to dispatch, the run's counts, and what needs a human."""
+        if not 1 <= limit <= 50:
+            raise Rejected(f"limit {limit} is out of range", "use a limit from 1 to 50")
+        now = self.now()
+        with self.open() as st, st.write():
+            self._reap(st, now)
+            run = st.run(run_id) if run_id else st.latest_run()
+            if run is None:
+                return NextOut(
+                    run_id=None,
+                    run_state=None,
+                    tasks=[],
+                    counts={},
+                    needs_human=[],
+                    done=False,
+                    hint="no runs yet: start one with petri_start(claim)",
+                )
+            scope = st.subtree(run.root_cell_id)
+            tasks = [] if run.state == "halted" else st.ready_tasks(scope, now, limit)
+            counts = st.cell_counts(run.run_id)
+            inbox = [human_item(c) for c in st.inbox() if c.cell_id in scope]
+            open_ = st.open_tasks()
+            leased = sum(1 for t in open_ if t.status == "leased" and t.cell_id in scope)
+            waiting = [t for t in open_ if t.status == "ready" and t.cell_id in scope and t.ready_at > now]
+        done = run.state == "complete"
+        if done:
+            hint = f"run complete; report with `petri report {run.run_id}`"
+        elif run.state == "halted":
+            hint = f"run halted by the user; `petri resume {run.run_id}` continues it"
+        elif tasks:
+            hint = (
+                "dispatch every task to its agent, in parallel, passing only the task id; "
+                "then call petri_next again"
+            )
+        elif leased:
+            hint = f"{leased} task(s) in progress: wait for their agents, then call petri_next again"
+        elif waiting:
+            hint = f"{len(waiting)} task(s) wait to be retried from {min(t.ready_at for t in waiting)}"
+        elif inbox:
+            hint = "the run needs a human: show the user each needs_human item and its command"
+        else:
+            hint = "nothing to do"
+        return NextOut(
+            run_id=run.run_id,
+            run_state=run.state,
+            tasks=[task_out(t) for t in tasks],
+            counts=counts,
+            needs_human=inbox,
+            done=done,
+            hint=hint,
+        )
+
+    # ---------------------------------------------------------------- claim, heartbeat
+
+    def claim(self, task_id: str, worker: str) -> ClaimOut:
+        """Lease a task and return its context packet and result schema."""
+        worker = worker.strip()
+        if not worker or len(worker) > 120:
+            raise Rejected(
+                "worker must be a non-empty name (at most 120 characters)",
+                "pass your agent name, e.g. petri-skeptic",
+            )
+        now = self.now()
+        with self.open() as st, st.write():
+            self._reap(st, now)
+            task = st.task(task_id)
+            run = st.run(task.run_id)
+            claimed_role = worker.removeprefix("petri-")
+            if worker.startswith("petri-") and claimed_role in ROLES and claimed_role != task.role:
+                raise Rejected(
+                    f"task {task_id} is for petri-{task.role}, not {worker}",
+                    f"dispatch it to the petri-{task.role} agent",
+                )
+            if run.state == "halted":
+                raise Rejected(
+                    f"run {run.run_id} is halted", f"ask the user to run `petri resume {run.run_id}`"
+                )
+            self._check_claimable(task, now)
+            fence = task.fence + 1
+            lease = f"{fence}.{secrets.token_hex(8)}"
+            expires = iso(datetime.fromisoformat(now) + timedelta(seconds=run.settings["lease_seconds"]))
+            st.append(
+                [
+                    NewEvent(
+                        "task_claimed",
+                        {
+                            "worker": worker,
+                            "lease": lease,
+                            "fence": fence,
+                            "expires_at": expires,
+                            "attempt": task.attempt,
+                        },
+                        task.run_id,
+                        task.cell_id,
+                        task.task_id,
+                        f"worker:{worker}",
+                    )
+                ],
+                now,
+            )
+            packet = self._packet(st, st.task(task_id), now)
+        model = machine.result_model(task)
+        return ClaimOut(
+            task_id=task_id,
+            lease=lease,
+            expires_at=expires,
+            role=task.role,
+            kind=task.kind,
+            context=packet,
+            result_schema=lean_schema(model, task.role if task.kind != "decompose" else None),
+        )
+
+    @staticmethod
+    def _check_claimable(task: Task, now: str) -> None:
+        if task.status == "ready" and task.ready_at <= now:
+            return
+        if task.status == "ready":
+            raise Rejected(
+                f"task {task.task_id} waits for a retry until {task.ready_at}",
+                "take another task from petri_next, or claim it after that time",
+            )
+        reasons = {
+            "leased": f"task {task.task_id} is leased by {task.worker} until {task.expires_at}",
+            "submitted": f"task {task.task_id} was already submitted",
+            "done": f"task {task.task_id} was already submitted",
+            "cancelled": f"task {task.task_id} was cancelled: its cell moved on",
+            "stalled": f"task {task.task_id} is parked for a human",
+        }
+        raise Rejected(reasons[task.status], "call petri_next for the tasks that are ready now")
+
+    def _packet(self, st: Store, task: Task, now: str) -> dict[str, Any]:
+        cell = st.cell(task.cell_id)
+        run = st.run(cell.run_id)
+        citations = context.rank_citations(st.citations(cell.cell_id))[: context.MAX_CITATIONS]
+        sources = {c.source_id: st.source(c.source_id) for c in citations}
+        evidence = [st.source(e["source_id"]) for e in st.evidence(cell.cell_id)[: context.MAX_EVIDENCE]]
+        children = [(e.relation, c) for e, c in st.children(cell.cell_id)]
+        return context.build(
+            task=task,
+            cell=cell,
+            root_claim=run.claim,
+            parents=st.parents(cell.cell_id),
+            children=children,
+            citations=citations,
+            sources=sources,
+            verdicts=st.verdicts(cell.cell_id, cell.iteration),
+            evidence=evidence,
+            now=now,
+        )
+
+    def _leased(self, st: Store, task_id: str, lease: str, now: str) -> Task:
+        task = st.task(task_id)
+        if task.status != "leased" or task.lease != lease:
+            if task.status == "leased":
+                problem = f"lease {lease!r} is stale: task {task_id} is now leased to {task.worker}"
+            elif task.status == "ready":
+                problem = f"lease {lease!r} is stale: task {task_id} was returned to the queue"
+            else:
+                problem = f"task {task_id} is {task.status}; lease {lease!r} is no longer valid"
+            raise Rejected(problem, "stop work on this task and call petri_next for current tasks")
+        if task.expires_at is not None and task.expires_at <= now:
+            raise Rejected(
+                f"your lease on {task_id} expired at {task.expires_at}",
+                "the task goes back to the queue; claim it again if petri_next offers it",
+            )
+        return task
+
+    def heartbeat(self, task_id: str, lease: str) -> HeartbeatOut:
+        """Extend a lease that is still valid."""
+        now = self.now()
+        with self.open() as st, st.write():
+            task = self._leased(st, task_id, lease, now)
+            seconds = st.run(task.run_id).settings["lease_seconds"]
+            expires = iso(datetime.fromisoformat(now) + timedelta(seconds=seconds))
+            st.append(
+                [
+                    NewEvent(
+                        "lease_renewed",
+                        {"lease": lease, "expires_at": expires},
+                        task.run_id,
+                        task.cell_id,
+                        task_id,
+                        f"worker:{task.worker}",
+                    )
+                ],
+                now,
+            )
+        return HeartbeatOut(task_id=task_id, lease=lease, expires_at=expires)
+
+    # ---------------------------------------------------------------- submit, fail
+
+    def submit(self, task_id: str, lease: str, result: Any) -> SubmitOut:
+        """Validate a task's result and apply the transitions it causes, in one transaction."""
+        now = self.now()
+        with self.open() as st, st.write():
+            task = st.task(task_id)
+            if task.status in ("submitted", "done") and task.lease == lease:
+                if isinstance(result, dict) and task.outcome is not None:
+                    parsed = self._parse(task, result)
+                    if machine.result_hash(machine._dump(parsed)) == task.result_hash:
+                        return SubmitOut(**task.outcome)
+                raise Rejected(
+                    f"task {task_id} was already submitted with a different result",
+                    "a task is submitted once; call petri_next for current tasks",
+                )
+            task = self._leased(st, task_id, lease, now)
+            parsed = self._parse(task, result)
+            snap = self._snapshot(st, task.cell_id, now)
+            cites = self._verify_citations(st, getattr(parsed, "citations", []))
+            similar: dict[int, SimilarHit | None] = {}
+            existing: dict[str, Neighbour] = {}
+            if isinstance(parsed, DecomposeResult):
+                similar, existing = self._decomposition_lookups(st, snap, parsed)
+            events = machine.decide_submit(
+                snap, task, parsed, cites, f"worker:{task.worker}", similar, existing
+            )
+            done = self._commit(st, events, now)
+            cell = st.cell(task.cell_id)
+            created = [e.task_id for e in done if e.type == "task_created" and e.task_id]
+            next_tasks = [task_out(st.task(t)) for t in created if st.task(t).status == "ready"]
+            out = SubmitOut(
+                accepted=True,
+                cell_id=cell.cell_id,
+                cell_state=cell.state,
+                changes=describe(done),
+                next=next_tasks,
+            )
+            st.append(
+                [
+                    NewEvent(
+                        "task_completed",
+                        {"outcome": out.model_dump(mode="json")},
+                        task.run_id,
+                        task.cell_id,
+                        task_id,
+                    )
+                ],
+                now,
+            )
+        return out
+
+    @staticmethod
+    def _parse(task: Task, result: Any) -> Any:
+        model = machine.result_model(task)
+        if not isinstance(result, dict):
+            raise Rejected(
+                "result must be a JSON object",
+                f"send the object described by result_schema for a {task.role} {task.kind} task",
+            )
+        try:
+            return model.model_validate(result)
+        except ValidationError as exc:
+            fields = ", ".join(lean_schema(model).get("properties", {}))
+            raise Rejected(
+                f"result does not match the {task.role} schema: {_explain(exc)}",
+                f"send an object with fields {fields} (see result_schema from petri_claim)",
+            ) from None
+
+    def _verify_citations(self, st: Store, cites: list[Any]) -> list[VerifiedCitation]:
+        verified = []
+        for n, cite in enumerate(cites, 1):
+            source = st.source(cite.source_id)
+            if len(normalize(cite.quote)) < MIN_QUOTE_CHARS:
+                raise Rejected(
+                    f"citation {n}: the quote is shorter than {MIN_QUOTE_CHARS} characters",
+                    "quote a whole phrase or sentence of the source verbatim",
+                )
+            match = find_quote(cite.quote, source.text)
+            if match is None:
+                near = closest_passage(cite.quote, source.text)
+                raise Rejected(
+                    f"citation {n}: the quote is not in source {cite.source_id} "
+                    f"({source.final_url}); the closest passage is: {near!r}",
+                    "quote the source verbatim (copy the exact words), or cite another source",
+                )
+            verified.append(VerifiedCitation(cite, match.start, match.end, match.score))
+        return verified
+
+    def _decomposition_lookups(
+        self, st: Store, snap: Snapshot, result: DecomposeResult
+    ) -> tuple[dict[int, SimilarHit | None], dict[str, Neighbour]]:
+        existing: dict[str, Neighbour] = {}
+        similar: dict[int, SimilarHit | None] = {}
+        if result.atomic:
+            return similar, existing
+        own = {snap.cell.cell_id, *(c.cell_id for c in snap.children)}
+        pool = [(cid, text) for cid, text, _ in st.cell_texts() if cid not in own]
+        for i, child in enumerate(result.children):
+            if child.existing_cell:
+                try:
+                    ref = st.cell(child.existing_cell)
+                except NotFound:
+                    continue
+                existing[ref.cell_id] = Neighbour(ref.cell_id, ref.text, ref.state, ref.level)
+                continue
+            best = best_match(child.text, pool)
+            similar[i] = SimilarHit(*best) if best and best[2] >= RESTATEMENT_THRESHOLD else None
+        return similar, existing
+
+    def fail(
+        self, task_id: str, lease: str, reason: str, retryable: bool = True, retry_after: float | None = None
+    ) -> FailOut:
+        """Give a task back: retryable (with backoff) or needing a human (the cell is parked)."""
+        reason = " ".join(reason.split())[:1000]
+        if not reason:
+            raise Rejected(
+                "a failure needs a reason", "say what went wrong, e.g. 'rate limited' or 'paywall'"
+            )
+        now = self.now()
+        with self.open() as st, st.write():
+            task = self._leased(st, task_id, lease, now)
+            st.append(
+                [
+                    NewEvent(
+                        "task_failed",
+                        {"reason": reason, "retryable": retryable, "attempt": task.attempt},
+                        task.run_id,
+                        task.cell_id,
+                        task_id,
+                        f"worker:{task.worker}",
+                    )
+                ],
+                now,
+            )
+            if retryable:
+                wait = (
+                    retry_after
+                    if retry_after is not None
+                    else min(RETRY_BASE_S * 2 ** (task.attempt - 1), RETRY_MAX_S)
+                )
+                retry_at = iso(datetime.fromisoformat(now) + timedelta(seconds=max(0.0, wait)))
+                self._release(st, task, now, cause=f"failed: {reason}", retry_at=retry_at)
+            else:
+                snap = self._snapshot(st, task.cell_id, now)
+                self._commit(st, machine.decide_task_stalled(snap, task, f"needs a human: {reason}"), now)
+            after = st.task(task_id)
+            cell = st.cell(task.cell_id)
+        if after.status == "stalled":
+            hint = f"the cell is parked for a human: `petri resolve {cell.cell_id} --requeue`"
+        else:
+            hint = f"the task will be offered again from {after.ready_at}"
+        return FailOut(
+            task_id=task_id,
+            task_status=after.status,
+            cell_id=cell.cell_id,
+            cell_state=cell.state,
+            attempt=after.attempt,
+            ready_at=after.ready_at if after.status == "ready" else None,
+            hint=hint,
+        )
+
+    # ---------------------------------------------------------------- human decisions (CLI only)
+
+    def resolve(
+        self,
+        cell_id: str,
+        action: str,
+        *,
+        guidance: str | None = None,
+        verdict: str | None = None,
+        reason: str | None = None,
+        children: list[str] | None = None,
+    ) -> ResolveOut:
+        """A human's decision on a parked, final or flagged cell."""
+        now = self.now()
+        with self.open() as st, st.write():
+            self._reap(st, now)
+            snap = self._snapshot(st, cell_id, now)
+            before = snap.cell.state
+            events = machine.decide_resolve(
+                snap, action, guidance=guidance, verdict=verdict, reason=reason, children=children
+            )
+            if action == "reopen":
+                events += self._flag_dependents(st, cell_id, f"{cell_id} was reopened by a human")
+            done = self._commit(st, events, now)
+            cell = st.cell(cell_id)
+        return ResolveOut(
+            cell_id=cell_id,
+            cell_state=cell.state,
+            changes=describe(done) or [f"{cell_id}: {before} (unchanged)"],
+        )
+
+    def approve(self, cell_id: str, approve: bool = True, note: str | None = None) -> ResolveOut:
+        """A human approves (or rejects, with a note) a proposed decomposition."""
+        now = self.now()
+        with self.open() as st, st.write():
+            snap = self._snapshot(st, cell_id, now)
+            proposal = snap.cell.proposal or {}
+            existing = {}
+            for child in proposal.get("children", []):
+                if child.get("existing_cell"):
+                    ref = st.cell(child["existing_cell"])
+                    existing[ref.cell_id] = Neighbour(ref.cell_id, ref.text, ref.state, ref.level)
+            done = self._commit(st, machine.decide_approval(snap, approve, note, existing), now)
+            cell = st.cell(cell_id)
+        return ResolveOut(cell_id=cell_id, cell_state=cell.state, changes=describe(done))
+
+    def halt(self, run_id: str, resume: bool = False) -> str:
+        """Halt a run (no task is dispatched) or resume it."""
+        now = self.now()
+        with self.open() as st, st.write():
+            run = st.run(run_id)
+            counts = st.cell_counts(run_id)
+            pending = any(counts.get(s) for s in ("new", "decomposing", "awaiting_approval"))
+            trigger = "resume" if resume else "halt"
+            row = machine.select_run(run.state, trigger, pending)
+            st.append(
+                [
+                    NewEvent(
+                        "run_state_changed",
+                        {"from": run.state, "to": row.target, "trigger": trigger},
+                        run_id,
+                        actor="human",
+                    )
+                ],
+                now,
+            )
+        return row.target
+
+    # ---------------------------------------------------------------- sources and evidence
+
+    def add_source(
+        self,
+        *,
+        url: str,
+        final_url: str,
+        status: int,
+        content_type: str,
+        fetched_at: str,
+        content_hash: str,
+        title: str | None,
+        author: str | None,
+        published: str | None,
+        text: str,
+    ) -> Source:
+        """Store a fetched page's snapshot once per content hash, and record the fetch."""
+        now = self.now()
+        with self.open() as st, st.write():
+            source = st.source_by_hash(content_hash)
+            events: list[NewEvent] = []
+            source_id = source.source_id if source else f"src-{content_hash[:12]}"
+            if source is None:
+                events.append(
+                    NewEvent(
+                        "source_stored",
+                        {
+                            "source_id": source_id,
+                            "url": url,
+                            "final_url": final_url,
+                            "status": status,
+                            "content_type": content_type,
+                            "fetched_at": fetched_at,
+                            "content_hash": content_hash,
+                            "title": title,
+                            "author": author,
+                            "published": published,
+                            "text": text,
+                        },
+                    )
+                )
+            events.append(
+                NewEvent(
+                    "source_fetched",
+                    {"url": url, "final_url": final_url, "source_id": source_id, "fetched_at": fetched_at},
+                )
+            )
+            st.append(events, now)
+            return st.source(source_id)
+
+    def feed(self, cell_id: str, source_id: str, note: str | None = None) -> ResolveOut:
+        """Attach new evidence to a cell; a final cell reopens as a new iteration, its dependents are flagged."""
+        now = self.now()
+        with self.open() as st, st.write():
+            source = st.source(source_id)
+            snap = self._snapshot(st, cell_id, now)
+            cell = snap.cell
+            if cell.state == "stalled":
+                raise Rejected(
+                    f"{cell_id} is stalled", f"resolve it first: `petri resolve {cell_id} --requeue`"
+                )
+            events: list[NewEvent] = []
+            if cell.state in FINAL_STATES:
+                reason = f"new evidence: {source.title or source.final_url}"
+                events += machine.decide_reopen(snap, reason, note or cell.directive)
+                events += self._flag_dependents(st, cell_id, f"{cell_id} was reopened by new evidence")
+                iteration = cell.iteration + 1
+            else:
+                iteration = cell.iteration
+            fed = NewEvent(
+                "evidence_fed",
+                {"source_id": source.source_id, "iteration": iteration, "note": note},
+                cell.run_id,
+                cell_id,
+                actor="human",
+            )
+            done = self._commit(st, [fed, *events], now)
+            after = st.cell(cell_id)
+        return ResolveOut(cell_id=cell_id, cell_state=after.state, changes=describe(done))
+
+    def _flag_dependents(self, st: Store, cell_id: str, reason: str) -> list[NewEvent]:
+        flagged = [p for p in st.parents(cell_id) if p.state != "waiting"]
+        return [e for p in flagged for e in machine.decide_flag(p.run_id, [p.cell_id], reason)]
+
+    # ---------------------------------------------------------------- reads
+
+    def cells_like(self, text: str, limit: int = 5) -> CellsOut:
+        """Existing cells most similar to a text (shared premises), best first."""
+        if not text.strip():
+            raise Rejected("text is empty", "pass the sub-claim you want to find")
+        if not 1 <= limit <= 20:
+            raise Rejected(f"limit {limit} is out of range", "use a limit from 1 to 20")
+        with self.open() as st, st.read():
+            pool = st.cell_texts()
+        states = {cid: state for cid, _, state in pool}
+        scored = sorted(((similarity(text, t), cid, t) for cid, t, _ in pool), key=lambda x: (-x[0], x[1]))
+        cells = [
+            SimilarCell(cell_id=cid, text=t, state=states[cid], score=s)
+            for s, cid, t in scored[:limit]
+            if s > 0
+        ]
+        return CellsOut(cells=cells)
+
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        """Runs, cells by state, tasks, leases and the human inbox, read from the projections."""
+        now = self.now()
+        with self.open(create=False) as st, st.read():
+            runs = [st.run(run_id)] if run_id else st.runs()
+            out_runs = []
+            for run in runs:
+                root = st.cell(run.root_cell_id)
+                leases = [
+                    {
+                        "task_id": t.task_id,
+                        "worker": t.worker,
+                        "expires_at": t.expires_at,
+                        "expired": bool(t.expires_at and t.expires_at <= now),
+                    }
+                    for t in st.open_tasks(run.run_id)
+                    if t.status == "leased"
+                ]
+                out_runs.append(
+                    {
+                        "run_id": run.run_id,
+                        "claim": run.claim,
+                        "preset": run.preset,
+                        "state": run.state,
+                        "root_cell_id": run.root_cell_id,
+                        "root_state": root.state,
+                        "created_at": run.created_at,
+                        "cells": st.cell_counts(run.run_id),
+                        "tasks": st.task_counts(run.run_id),
+                        "leases": leases,
+                    }
+                )
+            inbox = [human_item(c).model_dump() for c in st.inbox(run_id)]
+            return {
+                "dish": str(self.dish),
+                "events": st.event_count(),
+                "head": st.head(),
+                "runs": out_runs,
+                "needs_human": inbox,
+            }
+
+    def show(self, cell_id: str) -> dict[str, Any]:
+        """One cell in full: its claim, edges, tasks, verdicts and citations."""
+        with self.open(create=False) as st, st.read():
+            cell = st.cell(cell_id)
+            return {
+                "cell": cell.model_dump(),
+                "parents": [
+                    {"cell_id": p.cell_id, "text": p.text, "state": p.state} for p in st.parents(cell_id)
+                ],
+                "children": [
+                    {"cell_id": c.cell_id, "text": c.text, "state": c.state, "relation": e.relation}
+                    for e, c in st.children(cell_id)
+                ],
+                "tasks": [t.model_dump(exclude={"outcome"}) for t in st.tasks_of_cell(cell_id)],
+                "verdicts": [v.model_dump() for v in st.verdicts(cell_id)],
+                "citations": [c.model_dump() for c in st.citations(cell_id)],
+                "evidence": st.evidence(cell_id),
+            }
+
+    def log(
+        self,
+        run_id: str | None = None,
+        cell_id: str | None = None,
+        after: int = 0,
+        types: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        with self.open(create=False) as st, st.read():
+            return [
+                e.model_dump()
+                for e in st.events(run_id=run_id, cell_id=cell_id, after=after, types=types, limit=limit)
+            ]
+
+    def verify(self) -> VerifyReport:
+        """Hash chain intact, triggers present, projections equal a replay, every quote in its source."""
+        with self.open(create=False) as st, st.read():
+            problems = st.check_triggers() + st.check_chain() + st.check_projections()
+            citations = st.citations()
+            texts: dict[str, str] = {}
+            for c in citations:
+                if c.source_id not in texts:
+                    try:
+                        texts[c.source_id] = st.source(c.source_id).text
+                    except NotFound:
+                        problems.append(f"citation {c.citation_id}: source {c.source_id} is missing")
+                        continue
+                match = find_quote(c.quote, texts[c.source_id])
+                if match is None:
+                    problems.append(f"citation {c.citation_id}: quote no longer found in {c.source_id}")
+            return VerifyReport(
+                events=st.event_count(), head=st.head(), citations=len(citations), problems=problems
+            )
+
+
+def best_match(text: str, pool: Iterable[tuple[str, str]]) -> tuple[str, str, float] | None:
+    """The most similar (cell_id, text, score) of a pool, cheap word-overlap prefilter first."""
+    mine = set(words(text))
+    best: tuple[str, str, float] | None = None
+    for cid, other in pool:
+        theirs = set(words(other))
+        if not mine or not theirs or 2 * len(mine & theirs) / (len(mine) + len(theirs)) < 0.5:
+            continue
+        score = similarity(text, other)
+        if best is None or score > best[2]:
+            best = (cid, other, score)
+    return best
+
+
+def human_item(cell: Cell) -> HumanItem:
+    """A human-inbox entry with the exact command that answers it."""
+    if cell.state == "awaiting_approval":
+        return HumanItem(
+            cell_id=cell.cell_id,
+            reason="a decomposition awaits approval",
+            command=f'petri approve {cell.cell_id}  (or: --reject --note "…")',
+        )
+    if cell.state == "stalled":
+        return HumanItem(
+            cell_id=cell.cell_id,
+            reason=cell.stall_reason or "stalled",
+            command=f'petri resolve {cell.cell_id} --requeue --guidance "…"  (or --close VERDICT '
+            '--reason "…", or --split "…" --split "…")',
+        )
+    return HumanItem(
+        cell_id=cell.cell_id,
+        reason=cell.flagged or "flagged",
+        command=f"petri resolve {cell.cell_id} --reopen  (or --acknowledge)",
+    )
+
+
+def describe(events: Iterable[NewEvent]) -> list[str]:
+    """One line per visible change, for agents and people."""
+    lines = []
+    for e in events:
+        p = e.payload
+        if e.type == "cell_state_changed":
+            lines.append(f"{e.cell_id}: {p['from']} → {p['to']} ({p['reason']})")
+        elif e.type == "cell_created":
+            lines.append(f"{e.cell_id}: created ({p['text'][:80]})")
+        elif e.type == "task_created":
+            lines.append(f"{e.task_id}: ready for petri-{p['role']}")
+        elif e.type == "run_state_changed":
+            lines.append(f"run {e.run_id}: {p['from']} → {p['to']}")
+        elif e.type == "task_stalled":
+            lines.append(f"{e.task_id}: parked ({p['reason']})")
+        elif e.type == "cell_updated" and "flagged" in p["fields"] and p["fields"]["flagged"]:
+            lines.append(f"{e.cell_id}: flagged for a human ({p['fields']['flagged']})")
+    return lines

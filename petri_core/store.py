@@ -1,0 +1,863 @@
+"""The dish: one SQLite file with an append-only, hash-chained event log and its projections.
+
+Every write is `BEGIN IMMEDIATE` → event rows + projection updates → `COMMIT`, so a crash leaves
+either the whole transition or none of it. The projections are a pure function of the events:
+`replay()` rebuilds them and `verify()` proves they agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DishError, NotFound
+from .machine import NewEvent
+from .models import Cell, Citation, Edge, Event, Run, Source, Task, Verdict
+
+DB_NAME = "petri.db"
+DISH_DIR = ".petri"
+GENESIS = "0" * 64
+BUSY_TIMEOUT_S = 60.0
+
+PROJECTIONS: Mapping[str, str] = {
+    "runs": """CREATE TABLE runs (run_id TEXT PRIMARY KEY, claim TEXT NOT NULL, preset TEXT NOT NULL,
+        state TEXT NOT NULL, root_cell_id TEXT NOT NULL, settings TEXT NOT NULL, clarifications TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "cells": """CREATE TABLE cells (cell_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, level INTEGER NOT NULL,
+        seq INTEGER NOT NULL, text TEXT NOT NULL, state TEXT NOT NULL, iteration INTEGER NOT NULL,
+        cycle_start INTEGER NOT NULL, step INTEGER NOT NULL, decomposition_round INTEGER NOT NULL,
+        atomic INTEGER NOT NULL, leaf_reason TEXT, bedrock_reason TEXT, directive TEXT, summary TEXT,
+        stalled_from TEXT, stall_reason TEXT, flagged TEXT, final_reason TEXT, proposal TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "edges": """CREATE TABLE edges (child_id TEXT NOT NULL, parent_id TEXT NOT NULL, relation TEXT NOT NULL,
+        created_at TEXT NOT NULL, PRIMARY KEY (child_id, parent_id))""",
+    "tasks": """CREATE TABLE tasks (task_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, cell_id TEXT NOT NULL,
+        role TEXT NOT NULL, kind TEXT NOT NULL, iteration INTEGER NOT NULL, phase TEXT NOT NULL,
+        step INTEGER NOT NULL, opener TEXT, status TEXT NOT NULL, attempt INTEGER NOT NULL,
+        ready_at TEXT NOT NULL, lease TEXT, fence INTEGER NOT NULL, worker TEXT, expires_at TEXT,
+        brief TEXT NOT NULL, result_hash TEXT, outcome TEXT, created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    "verdicts": """CREATE TABLE verdicts (task_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, cell_id TEXT NOT NULL,
+        role TEXT NOT NULL, iteration INTEGER NOT NULL, kind TEXT NOT NULL, verdict TEXT NOT NULL,
+        summary TEXT NOT NULL, at TEXT NOT NULL)""",
+    "citations": """CREATE TABLE citations (citation_id TEXT PRIMARY KEY, cell_id TEXT NOT NULL,
+        task_id TEXT NOT NULL, role TEXT NOT NULL, iteration INTEGER NOT NULL, source_id TEXT NOT NULL,
+        quote TEXT NOT NULL, stance TEXT NOT NULL, level INTEGER NOT NULL, finding TEXT NOT NULL,
+        match_start INTEGER NOT NULL, match_end INTEGER NOT NULL, match_score REAL NOT NULL)""",
+    "sources": """CREATE TABLE sources (source_id TEXT PRIMARY KEY, url TEXT NOT NULL, final_url TEXT NOT NULL,
+        status INTEGER NOT NULL, content_type TEXT NOT NULL, fetched_at TEXT NOT NULL,
+        content_hash TEXT NOT NULL UNIQUE, title TEXT, author TEXT, published TEXT, text TEXT NOT NULL)""",
+    "fetches": """CREATE TABLE fetches (fetch_seq INTEGER PRIMARY KEY, url TEXT NOT NULL, final_url TEXT NOT NULL,
+        source_id TEXT NOT NULL, fetched_at TEXT NOT NULL)""",
+    "evidence": """CREATE TABLE evidence (cell_id TEXT NOT NULL, source_id TEXT NOT NULL,
+        iteration INTEGER NOT NULL, note TEXT, at TEXT NOT NULL, PRIMARY KEY (cell_id, source_id, iteration))""",
+}
+INDEXES = (
+    "CREATE INDEX cells_run ON cells (run_id, state)",
+    "CREATE INDEX edges_parent ON edges (parent_id)",
+    "CREATE INDEX tasks_cell ON tasks (cell_id, iteration)",
+    "CREATE INDEX tasks_status ON tasks (status, ready_at)",
+    "CREATE INDEX tasks_run ON tasks (run_id, status)",
+    "CREATE INDEX verdicts_cell ON verdicts (cell_id, iteration)",
+    "CREATE INDEX citations_cell ON citations (cell_id)",
+    "CREATE INDEX fetches_url ON fetches (url, fetched_at)",
+)
+EVENTS_DDL = (
+    """CREATE TABLE events (seq INTEGER PRIMARY KEY, run_id TEXT, cell_id TEXT, task_id TEXT, type TEXT NOT NULL,
+        actor TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL, prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL)""",
+    "CREATE INDEX events_run ON events (run_id, seq)",
+    "CREATE INDEX events_cell ON events (cell_id, seq)",
+    """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END""",
+    """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END""",
+)
+CELL_FIELDS = frozenset(
+    {
+        "iteration",
+        "cycle_start",
+        "step",
+        "decomposition_round",
+        "atomic",
+        "leaf_reason",
+        "bedrock_reason",
+        "directive",
+        "summary",
+        "stalled_from",
+        "stall_reason",
+        "flagged",
+        "final_reason",
+        "proposal",
+    }
+)
+JSON_COLUMNS = {"settings", "clarifications", "proposal", "outcome"}
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 (the hashed form of a payload)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(
+    seq: int,
+    run_id: str | None,
+    cell_id: str | None,
+    task_id: str | None,
+    type_: str,
+    actor: str,
+    payload: str,
+    at: str,
+    prev_hash: str,
+) -> str:
+    """The hash that chains an event to its predecessor."""
+    parts = [str(seq), run_id or "", cell_id or "", task_id or "", type_, actor, payload, at, prev_hash]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- finding the dish
+
+
+def find_dish(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The dish directory: `PETRI_HOME`, else the nearest `.petri/` upwards (like git's `.git`)."""
+    env = os.environ if environ is None else environ
+    if env.get("PETRI_HOME"):
+        return Path(env["PETRI_HOME"]).expanduser()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DISH_DIR / DB_NAME).exists():
+            return folder / DISH_DIR
+    return None
+
+
+def default_dish(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """Where a dish is (or would be created): the found one, else `./.petri`."""
+    return find_dish(start, environ) or (start or Path.cwd()).resolve() / DISH_DIR
+
+
+# ---------------------------------------------------------------- projection
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else canonical(value)
+
+
+def _apply_run_started(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            e["run_id"],
+            p["claim"],
+            p["preset"],
+            "intake",
+            p["root_cell_id"],
+            canonical(p["settings"]),
+            canonical(p["clarifications"]),
+            e["at"],
+            e["at"],
+        ),
+    )
+
+
+def _apply_run_state(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute("UPDATE runs SET state=?, updated_at=? WHERE run_id=?", (p["to"], e["at"], e["run_id"]))
+
+
+def _apply_cell_created(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO cells VALUES (?,?,?,?,?,'new',0,0,0,0,?,?,?,NULL,NULL,NULL,NULL,NULL,NULL,NULL,?,?)",
+        (
+            e["cell_id"],
+            e["run_id"],
+            p["level"],
+            p["seq"],
+            p["text"],
+            int(p["atomic"]),
+            p["leaf_reason"],
+            p["bedrock_reason"],
+            e["at"],
+            e["at"],
+        ),
+    )
+
+
+def _cell_updates(
+    c: sqlite3.Connection, e: Mapping[str, Any], fields: Mapping[str, Any], state: str | None
+) -> None:
+    cols, values = ["updated_at=?"], [e["at"]]
+    if state is not None:
+        cols.append("state=?")
+        values.append(state)
+    for name, value in fields.items():
+        if name not in CELL_FIELDS:
+            raise DishError(f"event {e['seq']} sets unknown cell field {name!r}")
+        cols.append(f"{name}=?")
+        values.append(
+            _json_or_none(value) if name == "proposal" else (int(value) if isinstance(value, bool) else value)
+        )
+    c.execute(f"UPDATE cells SET {', '.join(cols)} WHERE cell_id=?", (*values, e["cell_id"]))
+
+
+def _apply_cell_state(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _cell_updates(c, e, p.get("fields", {}), p["to"])
+
+
+def _apply_cell_updated(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _cell_updates(c, e, p["fields"], None)
+
+
+def _apply_edge(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute("INSERT INTO edges VALUES (?,?,?,?)", (p["child_id"], p["parent_id"], p["relation"], e["at"]))
+
+
+def _apply_task_created(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,'ready',1,?,NULL,0,NULL,NULL,?,NULL,NULL,?,?)",
+        (
+            e["task_id"],
+            e["run_id"],
+            e["cell_id"],
+            p["role"],
+            p["kind"],
+            p["iteration"],
+            p["phase"],
+            p["step"],
+            p["opener"],
+            p["ready_at"],
+            p["brief"],
+            e["at"],
+            e["at"],
+        ),
+    )
+
+
+def _task_set(c: sqlite3.Connection, e: Mapping[str, Any], **cols: Any) -> None:
+    names = ", ".join(f"{k}=?" for k in cols)
+    c.execute(
+        f"UPDATE tasks SET {names}, updated_at=? WHERE task_id=?", (*cols.values(), e["at"], e["task_id"])
+    )
+
+
+def _apply_task_claimed(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _task_set(
+        c,
+        e,
+        status="leased",
+        lease=p["lease"],
+        fence=p["fence"],
+        worker=p["worker"],
+        expires_at=p["expires_at"],
+    )
+
+
+def _apply_lease_renewed(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _task_set(c, e, expires_at=p["expires_at"])
+
+
+def _apply_task_released(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _task_set(
+        c,
+        e,
+        status="ready",
+        lease=None,
+        worker=None,
+        expires_at=None,
+        attempt=p["attempt"],
+        ready_at=p["ready_at"],
+    )
+
+
+def _apply_task_status(
+    status: str,
+) -> Callable[[sqlite3.Connection, Mapping[str, Any], Mapping[str, Any]], None]:
+    def apply(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+        _task_set(c, e, status=status, expires_at=None)
+
+    return apply
+
+
+def _apply_task_submitted(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _task_set(c, e, status="submitted", result_hash=p["result_hash"], expires_at=None)
+
+
+def _apply_task_completed(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    _task_set(c, e, status="done", outcome=canonical(p["outcome"]))
+
+
+def _apply_verdict(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO verdicts VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            e["task_id"],
+            e["seq"],
+            e["cell_id"],
+            p["role"],
+            p["iteration"],
+            p["kind"],
+            p["verdict"],
+            p["summary"],
+            e["at"],
+        ),
+    )
+
+
+def _apply_citation(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO citations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            p["citation_id"],
+            e["cell_id"],
+            e["task_id"],
+            p["role"],
+            p["iteration"],
+            p["source_id"],
+            p["quote"],
+            p["stance"],
+            p["level"],
+            p["finding"],
+            p["match_start"],
+            p["match_end"],
+            p["match_score"],
+        ),
+    )
+
+
+def _apply_source(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            p["source_id"],
+            p["url"],
+            p["final_url"],
+            p["status"],
+            p["content_type"],
+            p["fetched_at"],
+            p["content_hash"],
+            p["title"],
+            p["author"],
+            p["published"],
+            p["text"],
+        ),
+    )
+
+
+def _apply_fetch(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO fetches VALUES (?,?,?,?,?)",
+        (e["seq"], p["url"], p["final_url"], p["source_id"], p["fetched_at"]),
+    )
+
+
+def _apply_evidence(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT OR REPLACE INTO evidence VALUES (?,?,?,?,?)",
+        (e["cell_id"], p["source_id"], p["iteration"], p.get("note"), e["at"]),
+    )
+
+
+def _no_projection(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    """Events kept for the record only (convergence checks, human decisions, usage)."""
+
+
+APPLY: Mapping[str, Callable[[sqlite3.Connection, Mapping[str, Any], Mapping[str, Any]], None]] = {
+    "run_started": _apply_run_started,
+    "run_state_changed": _apply_run_state,
+    "cell_created": _apply_cell_created,
+    "cell_state_changed": _apply_cell_state,
+    "cell_updated": _apply_cell_updated,
+    "edge_added": _apply_edge,
+    "task_created": _apply_task_created,
+    "task_claimed": _apply_task_claimed,
+    "lease_renewed": _apply_lease_renewed,
+    "task_released": _apply_task_released,
+    "task_stalled": _apply_task_status("stalled"),
+    "task_cancelled": _apply_task_status("cancelled"),
+    "task_submitted": _apply_task_submitted,
+    "task_completed": _apply_task_completed,
+    "verdict_recorded": _apply_verdict,
+    "citation_recorded": _apply_citation,
+    "source_stored": _apply_source,
+    "source_fetched": _apply_fetch,
+    "evidence_fed": _apply_evidence,
+    "convergence_checked": _no_projection,
+    "human_decided": _no_projection,
+    "task_failed": _no_projection,
+}
+
+
+def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+    """Update the projections for one event (the same code runs live and in replay)."""
+    try:
+        handler = APPLY[event["type"]]
+    except KeyError:
+        raise DishError(f"event {event['seq']} has unknown type {event['type']!r}") from None
+    handler(conn, event, payload)
+
+
+def create_projections(conn: sqlite3.Connection) -> None:
+    for ddl in PROJECTIONS.values():
+        conn.execute(ddl)
+    for ddl in INDEXES:
+        conn.execute(ddl)
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def _migrations() -> Any:
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations("petri")
+
+    @migrations(name="m001_events_and_projections")
+    def m001(db: Any) -> None:
+        for ddl in EVENTS_DDL:
+            db.execute(ddl)
+        create_projections(db.conn)
+
+    return migrations
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+# ---------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `petri verify` found: an empty `problems` list means the dish is intact."""
+
+    events: int
+    head: str
+    citations: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Store:
+    """One dish file. Open one per call (connections are not shared across threads)."""
+
+    def __init__(self, dish: Path, *, create: bool = True) -> None:
+        self.dish = dish
+        self.path = dish / DB_NAME
+        if not self.path.exists():
+            if not create:
+                raise DishError(f"no Petri dish at {dish}; run `petri init` first")
+            try:
+                dish.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DishError(f"cannot create the dish directory {dish}: {exc.strerror}") from exc
+        try:
+            self.conn = _connect(self.path)
+            if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise DishError(f"cannot open the dish {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        from sqlite_utils import Database
+
+        db = Database(self.conn)
+        migrations = _migrations()
+        if not migrations.pending(db):
+            return
+        self._begin()
+        try:
+            migrations.apply(db)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions
+
+    def _begin(self) -> None:
+        delay = 0.01
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise DishError(
+                        f"the dish {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f} s; "
+                        "another process holds a write lock — retry later"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    @contextmanager
+    def write(self) -> Iterator[Store]:
+        """One write transaction (`BEGIN IMMEDIATE` … `COMMIT`); any exception rolls it all back."""
+        try:
+            self._begin()
+        except sqlite3.Error as exc:
+            raise DishError(f"cannot write the dish {self.path}: {exc}") from exc
+        try:
+            yield self
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Store]:
+        """A consistent read snapshot."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def append(self, events: Sequence[NewEvent], at: str) -> list[int]:
+        """Append events (hash-chained) and apply them to the projections; call inside `write()`."""
+        if not self.conn.in_transaction:
+            raise DishError("append() outside a write transaction")
+        last = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last["seq"], last["hash"]) if last else (0, GENESIS)
+        seqs = []
+        for ev in events:
+            seq += 1
+            payload = canonical(ev.payload)
+            digest = event_hash(seq, ev.run_id, ev.cell_id, ev.task_id, ev.type, ev.actor, payload, at, prev)
+            self.conn.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (seq, ev.run_id, ev.cell_id, ev.task_id, ev.type, ev.actor, payload, at, prev, digest),
+            )
+            row = {
+                "seq": seq,
+                "run_id": ev.run_id,
+                "cell_id": ev.cell_id,
+                "task_id": ev.task_id,
+                "type": ev.type,
+                "at": at,
+            }
+            apply_event(self.conn, row, ev.payload)
+            prev = digest
+            seqs.append(seq)
+        return seqs
+
+    # -- reads
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.conn.execute(sql, args).fetchone()
+        return row
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(self.conn.execute(sql, args).fetchall())
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        for key in JSON_COLUMNS & out.keys():
+            if out[key] is not None:
+                out[key] = json.loads(out[key])
+        return out
+
+    def run(self, run_id: str) -> Run:
+        row = self._one("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        if row is None:
+            raise NotFound(f"no run {run_id!r}", "list runs with petri_status (or `petri status`)")
+        return Run(**self._row(row))
+
+    def runs(self) -> list[Run]:
+        return [Run(**self._row(r)) for r in self._all("SELECT * FROM runs ORDER BY created_at, run_id")]
+
+    def latest_run(self) -> Run | None:
+        row = self._one("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1")
+        return Run(**self._row(row)) if row else None
+
+    def run_ids(self) -> set[str]:
+        return {r[0] for r in self._all("SELECT run_id FROM runs")}
+
+    def cell(self, cell_id: str) -> Cell:
+        row = self._one("SELECT * FROM cells WHERE cell_id=?", (cell_id,))
+        if row is None:
+            raise NotFound(f"no cell {cell_id!r}", "cell ids look like `osm-1-02`; see `petri status`")
+        return Cell(**self._row(row))
+
+    def cells(self, run_id: str | None = None) -> list[Cell]:
+        if run_id is None:
+            rows = self._all("SELECT * FROM cells ORDER BY run_id, level, seq")
+        else:
+            rows = self._all("SELECT * FROM cells WHERE run_id=? ORDER BY level, seq", (run_id,))
+        return [Cell(**self._row(r)) for r in rows]
+
+    def cell_texts(self) -> list[tuple[str, str, str]]:
+        """(cell_id, text, state) of every cell in the dish, for the similarity search."""
+        return [(r[0], r[1], r[2]) for r in self._all("SELECT cell_id, text, state FROM cells")]
+
+    def children(self, cell_id: str) -> list[tuple[Edge, Cell]]:
+        rows = self._all(
+            "SELECT e.relation AS relation, c.* FROM edges e JOIN cells c ON c.cell_id = e.child_id "
+            "WHERE e.parent_id=? ORDER BY c.level, c.seq",
+            (cell_id,),
+        )
+        out = []
+        for r in rows:
+            data = self._row(r)
+            relation = data.pop("relation")
+            out.append((Edge(child_id=data["cell_id"], parent_id=cell_id, relation=relation), Cell(**data)))
+        return out
+
+    def parents(self, cell_id: str) -> list[Cell]:
+        rows = self._all(
+            "SELECT c.* FROM edges e JOIN cells c ON c.cell_id = e.parent_id WHERE e.child_id=? "
+            "ORDER BY c.level, c.seq",
+            (cell_id,),
+        )
+        return [Cell(**self._row(r)) for r in rows]
+
+    def ancestors(self, cell_id: str) -> set[str]:
+        rows = self._all(
+            "WITH RECURSIVE up(id) AS (SELECT parent_id FROM edges WHERE child_id=? "
+            "UNION SELECT e.parent_id FROM edges e JOIN up ON e.child_id = up.id) SELECT id FROM up",
+            (cell_id,),
+        )
+        return {r[0] for r in rows}
+
+    def subtree(self, root_cell_id: str) -> set[str]:
+        rows = self._all(
+            "WITH RECURSIVE down(id) AS (SELECT ? UNION SELECT e.child_id FROM edges e "
+            "JOIN down ON e.parent_id = down.id) SELECT id FROM down",
+            (root_cell_id,),
+        )
+        return {r[0] for r in rows}
+
+    def next_seqs(self, run_id: str) -> dict[int, int]:
+        rows = self._all("SELECT level, MAX(seq) FROM cells WHERE run_id=? GROUP BY level", (run_id,))
+        return {r[0]: r[1] + 1 for r in rows}
+
+    def task(self, task_id: str) -> Task:
+        row = self._one("SELECT * FROM tasks WHERE task_id=?", (task_id,))
+        if row is None:
+            raise NotFound(f"no task {task_id!r}", "take task ids from petri_next; do not invent them")
+        return Task(**self._row(row))
+
+    def tasks_of_cell(self, cell_id: str, iteration: int | None = None) -> list[Task]:
+        if iteration is None:
+            rows = self._all("SELECT * FROM tasks WHERE cell_id=? ORDER BY created_at, task_id", (cell_id,))
+        else:
+            rows = self._all(
+                "SELECT * FROM tasks WHERE cell_id=? AND (iteration=? OR status IN "
+                "('ready','leased')) ORDER BY created_at, task_id",
+                (cell_id, iteration),
+            )
+        return [Task(**self._row(r)) for r in rows]
+
+    def ready_tasks(self, cell_ids: set[str] | None, now: str, limit: int) -> list[Task]:
+        rows = self._all(
+            "SELECT * FROM tasks WHERE status='ready' AND ready_at<=? ORDER BY created_at, task_id", (now,)
+        )
+        tasks = [Task(**self._row(r)) for r in rows]
+        if cell_ids is not None:
+            tasks = [t for t in tasks if t.cell_id in cell_ids]
+        return tasks[:limit]
+
+    def expired_leases(self, now: str) -> list[Task]:
+        rows = self._all(
+            "SELECT * FROM tasks WHERE status='leased' AND expires_at<=? ORDER BY task_id", (now,)
+        )
+        return [Task(**self._row(r)) for r in rows]
+
+    def task_counts(self, run_id: str) -> dict[str, int]:
+        rows = self._all("SELECT status, COUNT(*) FROM tasks WHERE run_id=? GROUP BY status", (run_id,))
+        return {r[0]: r[1] for r in rows}
+
+    def open_tasks(self, run_id: str | None = None) -> list[Task]:
+        sql = "SELECT * FROM tasks WHERE status IN ('ready','leased')"
+        rows = self._all(
+            sql + (" AND run_id=?" if run_id else "") + " ORDER BY created_at, task_id",
+            (run_id,) if run_id else (),
+        )
+        return [Task(**self._row(r)) for r in rows]
+
+    def cell_counts(self, run_id: str) -> dict[str, int]:
+        rows = self._all("SELECT state, COUNT(*) FROM cells WHERE run_id=? GROUP BY state", (run_id,))
+        return {r[0]: r[1] for r in rows}
+
+    def inbox(self, run_id: str | None = None) -> list[Cell]:
+        sql = "SELECT * FROM cells WHERE (state IN ('stalled','awaiting_approval') OR flagged IS NOT NULL)"
+        rows = self._all(
+            sql + (" AND run_id=?" if run_id else "") + " ORDER BY run_id, level, seq",
+            (run_id,) if run_id else (),
+        )
+        return [Cell(**self._row(r)) for r in rows]
+
+    def verdicts(self, cell_id: str, iteration: int | None = None) -> list[Verdict]:
+        if iteration is None:
+            rows = self._all("SELECT * FROM verdicts WHERE cell_id=? ORDER BY seq", (cell_id,))
+        else:
+            rows = self._all(
+                "SELECT * FROM verdicts WHERE cell_id=? AND iteration=? ORDER BY seq", (cell_id, iteration)
+            )
+        return [Verdict(**{k: v for k, v in self._row(r).items() if k != "seq"}) for r in rows]
+
+    def citations(self, cell_id: str | None = None) -> list[Citation]:
+        if cell_id is None:
+            rows = self._all("SELECT * FROM citations ORDER BY citation_id")
+        else:
+            rows = self._all("SELECT * FROM citations WHERE cell_id=? ORDER BY citation_id", (cell_id,))
+        return [Citation(**self._row(r)) for r in rows]
+
+    def source(self, source_id: str) -> Source:
+        row = self._one("SELECT * FROM sources WHERE source_id=?", (source_id,))
+        if row is None:
+            raise NotFound(
+                f"no source {source_id!r}: only fetched pages can be cited",
+                "fetch the page with petri_fetch and cite the source_id it returns",
+            )
+        return Source(**self._row(row))
+
+    def source_by_hash(self, content_hash: str) -> Source | None:
+        row = self._one("SELECT * FROM sources WHERE content_hash=?", (content_hash,))
+        return Source(**self._row(row)) if row else None
+
+    def recent_fetch(self, url: str, since: str) -> Source | None:
+        row = self._one(
+            "SELECT s.* FROM fetches f JOIN sources s ON s.source_id = f.source_id "
+            "WHERE f.url=? AND f.fetched_at>=? ORDER BY f.fetch_seq DESC LIMIT 1",
+            (url, since),
+        )
+        return Source(**self._row(row)) if row else None
+
+    def evidence(self, cell_id: str) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self._all(
+                "SELECT * FROM evidence WHERE cell_id=? ORDER BY at DESC, source_id", (cell_id,)
+            )
+        ]
+
+    def events(
+        self,
+        *,
+        run_id: str | None = None,
+        cell_id: str | None = None,
+        after: int = 0,
+        types: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[Event]:
+        where: list[str] = ["seq > ?"]
+        args: list[Any] = [after]
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if cell_id:
+            where.append("cell_id = ?")
+            args.append(cell_id)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [Event(**{**dict(r), "payload": json.loads(r["payload"])}) for r in self._all(sql, args)]
+
+    def event_count(self) -> int:
+        row = self._one("SELECT COALESCE(MAX(seq), 0) FROM events")
+        return int(row[0]) if row else 0
+
+    def head(self) -> str:
+        row = self._one("SELECT hash FROM events ORDER BY seq DESC LIMIT 1")
+        return str(row[0]) if row else GENESIS
+
+    # -- integrity
+
+    def replay(self) -> sqlite3.Connection:
+        """Rebuild every projection from the events alone, into a fresh in-memory database."""
+        fresh = sqlite3.connect(":memory:", isolation_level=None)
+        create_projections(fresh)
+        fresh.execute("BEGIN")
+        cur = self.conn.execute(
+            "SELECT seq, run_id, cell_id, task_id, type, payload, at FROM events ORDER BY seq"
+        )
+        for seq, run_id, cell_id, task_id, type_, payload, at in cur:
+            row = {
+                "seq": seq,
+                "run_id": run_id,
+                "cell_id": cell_id,
+                "task_id": task_id,
+                "type": type_,
+                "at": at,
+            }
+            apply_event(fresh, row, json.loads(payload))
+        fresh.execute("COMMIT")
+        return fresh
+
+    def check_chain(self) -> list[str]:
+        """Recompute the hash chain; name every event whose link or hash is wrong."""
+        problems: list[str] = []
+        prev, expected_seq = GENESIS, 1
+        cur = self.conn.execute(
+            "SELECT seq, run_id, cell_id, task_id, type, actor, payload, at, prev_hash, hash "
+            "FROM events ORDER BY seq"
+        )
+        for seq, run_id, cell_id, task_id, type_, actor, payload, at, prev_hash, digest in cur:
+            if seq != expected_seq:
+                problems.append(f"event {seq}: sequence gap (expected {expected_seq})")
+            if prev_hash != prev:
+                problems.append(f"event {seq}: prev_hash does not match event {seq - 1}")
+            if event_hash(seq, run_id, cell_id, task_id, type_, actor, payload, at, prev_hash) != digest:
+                problems.append(f"event {seq} ({type_}): content does not match its hash (tampered)")
+            prev, expected_seq = digest, seq + 1
+            if len(problems) > 20:
+                problems.append("… more problems not listed")
+                break
+        return problems
+
+    def check_projections(self) -> list[str]:
+        """Compare every projection table with a replay of the log."""
+        try:
+            fresh = self.replay()
+        except (sqlite3.Error, DishError, KeyError, ValueError) as exc:
+            return [f"replay failed: {exc}"]
+        problems = []
+        for table in PROJECTIONS:
+            live = sorted(tuple(r) for r in self.conn.execute(f"SELECT * FROM {table}"))
+            again = sorted(tuple(r) for r in fresh.execute(f"SELECT * FROM {table}"))
+            if live != again:
+                diff = len(set(live) ^ set(again))
+                problems.append(f"projection {table} differs from a replay of the events ({diff} rows)")
+        fresh.close()
+        return problems
+
+    def check_triggers(self) -> list[str]:
+        names = {r[0] for r in self._all("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        return [
+            f"append-only trigger {t} is missing"
+            for t in ("events_no_update", "events_no_delete")
+            if t not in names
+        ]
