@@ -37,7 +37,7 @@ from .models import (
 )
 from .quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
 from .roster import DEFAULT_PRESET, PRESETS, ROLES
-from .similarity import RESTATEMENT_THRESHOLD, similarity, words
+from .similarity import is_restatement, similarity, words
 from .store import Store, VerifyReport
 
 Clock = Callable[[], datetime]
@@ -589,7 +589,7 @@ class Service:
                 existing[ref.cell_id] = Neighbour(ref.cell_id, ref.text, ref.state, ref.level)
                 continue
             best = best_match(child.text, pool)
-            similar[i] = SimilarHit(*best) if best and best[2] >= RESTATEMENT_THRESHOLD else None
+            similar[i] = SimilarHit(*best) if best and is_restatement(child.text, best[1]) else None
         return similar, existing
 
     def fail(
