@@ -37,7 +37,7 @@ from .models import (
 )
 from .quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
 from .roster import DEFAULT_PRESET, PRESETS, ROLES
-from .similarity import is_restatement, similarity, words
+from .similarity import find_restatement, similarity, words
 from .store import Store, VerifyReport
 
 Clock = Callable[[], datetime]
@@ -588,8 +588,8 @@ class Service:
                     continue
                 existing[ref.cell_id] = Neighbour(ref.cell_id, ref.text, ref.state, ref.level)
                 continue
-            best = best_match(child.text, pool)
-            similar[i] = SimilarHit(*best) if best and is_restatement(child.text, best[1]) else None
+            best = find_restatement(child.text, pool)
+            similar[i] = SimilarHit(*best) if best else None
         return similar, existing
 
     def fail(
@@ -908,20 +908,6 @@ class Service:
             return VerifyReport(
                 events=st.event_count(), head=st.head(), citations=len(citations), problems=problems
             )
-
-
-def best_match(text: str, pool: Iterable[tuple[str, str]]) -> tuple[str, str, float] | None:
-    """The most similar (cell_id, text, score) of a pool, cheap word-overlap prefilter first."""
-    mine = set(words(text))
-    best: tuple[str, str, float] | None = None
-    for cid, other in pool:
-        theirs = set(words(other))
-        if not mine or not theirs or 2 * len(mine & theirs) / (len(mine) + len(theirs)) < 0.5:
-            continue
-        score = similarity(text, other)
-        if best is None or score > best[2]:
-            best = (cid, other, score)
-    return best
 
 
 def human_item(cell: Cell) -> HumanItem:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
 _STOP = frozenset(
@@ -55,10 +57,15 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
+@lru_cache(maxsize=65536)
+def _words(text: str) -> tuple[str, ...]:
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return tuple(_stem(w) for w in _WORD.findall(folded) if w not in _STOP)
+
+
 def words(text: str) -> list[str]:
     """Lower-cased, lightly stemmed content words of a claim (stop words dropped, numbers kept)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return [_stem(w) for w in _WORD.findall(folded) if w not in _STOP]
+    return list(_words(text))
 
 
 def similarity(a: str, b: str) -> float:
@@ -72,8 +79,37 @@ def similarity(a: str, b: str) -> float:
     return round(max(jaccard, ordered), 4)
 
 
+def numbers(ws: Iterable[str]) -> frozenset[str]:
+    """The tokens of a claim that carry digits (a changed number is a different claim)."""
+    return frozenset(w for w in ws if any(ch.isdigit() for ch in w))
+
+
+def find_restatement(text: str, pool: list[tuple[str, str]]) -> tuple[str, str, float] | None:
+    """The (id, text, score) in `pool` that `text` restates most closely, if any.
+
+    Cheap filters first (same numbers, enough shared words), so a dish of thousands of cells
+    costs a few milliseconds.
+    """
+    mine = _words(text)
+    mine_set, mine_numbers = set(mine), numbers(mine)
+    best: tuple[str, str, float] | None = None
+    for key, other in pool:
+        theirs = _words(other)
+        if numbers(theirs) != mine_numbers:
+            continue
+        theirs_set = set(theirs)
+        if (
+            not mine_set
+            or not theirs_set
+            or 2 * len(mine_set & theirs_set) < 1.2 * min(len(mine_set), len(theirs_set))
+        ):
+            continue
+        score = similarity(text, other)
+        if score >= RESTATEMENT_THRESHOLD and (best is None or score > best[2]):
+            best = (key, other, score)
+    return best
+
+
 def is_restatement(a: str, b: str) -> bool:
     """True when `a` merely restates `b` (normalized near-duplicate; different numbers never are)."""
-    numbers_a = {w for w in words(a) if any(ch.isdigit() for ch in w)}
-    numbers_b = {w for w in words(b) if any(ch.isdigit() for ch in w)}
-    return numbers_a == numbers_b and similarity(a, b) >= RESTATEMENT_THRESHOLD
+    return numbers(_words(a)) == numbers(_words(b)) and similarity(a, b) >= RESTATEMENT_THRESHOLD

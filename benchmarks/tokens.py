@@ -1,0 +1,80 @@
+"""Token cost of the MCP tool list and of context packets (P4): `python -m benchmarks.tokens`.
+
+Counts with tiktoken's o200k_base, loaded offline from the vocabulary that the `bpe-openai`
+wheel ships (tiktoken would otherwise download it); falls back to characters/4, labelled so.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from petri_core.mcp_server import build, tool_list_json
+from petri_core.service import Service
+
+from .dishes import add_source, grow, iterate
+
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+CLAUDE_PREFIX = "mcp__plugin_petri_petri__"
+
+
+def tokenizer() -> tuple[str, Callable[[str], int]]:
+    """o200k_base via tiktoken with an offline vocabulary, else an estimate."""
+    try:
+        import bpe_openai
+        import tiktoken
+
+        cache = Path(tempfile.gettempdir()) / "petri-tiktoken"
+        cache.mkdir(exist_ok=True)
+        target = cache / hashlib.sha1(O200K_URL.encode()).hexdigest()
+        if not target.exists():
+            packed = Path(bpe_openai.__file__).parent / "data" / "o200k_base.tiktoken.gz"
+            target.write_bytes(gzip.decompress(packed.read_bytes()))
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+        enc = tiktoken.get_encoding("o200k_base")
+        return "o200k_base", lambda text: len(enc.encode(text))
+    except Exception:
+        return "chars/4 estimate", lambda text: len(text) // 4
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def measure(count: Callable[[str], int]) -> dict[str, int]:
+    figures: dict[str, int] = {}
+    tools = tool_list_json(build(Service(Path(tempfile.mkdtemp()) / ".petri")))
+    figures["tool list (model view)"] = count(compact(tools))
+    prefixed = [{**t, "name": CLAUDE_PREFIX + t["name"]} for t in tools]
+    figures["tool list, Claude Code names"] = count(compact(prefixed))
+    for cells in (10, 1000):
+        svc = Service(Path(tempfile.mkdtemp()) / ".petri")
+        _, leaf = grow(svc, cells)
+        with svc.open() as st:
+            task = next(t.task_id for t in st.tasks_of_cell(leaf) if t.status == "ready")
+        claim = svc.claim(task, "petri-investigator")
+        figures[f"packet, {cells} cells, iteration 1"] = count(compact(claim.model_dump()))
+        svc.fail(task, claim.lease, "measure again", retry_after=0)
+        third = svc.claim(iterate(svc, leaf, add_source(svc), 3), "petri-investigator")
+        figures[f"packet, {cells} cells, iteration 3"] = count(compact(third.model_dump()))
+    return figures
+
+
+def main() -> None:
+    name, count = tokenizer()
+    figures = measure(count)
+    print(f"| what | tokens ({name}) | target |")
+    print("|---|---:|---:|")
+    for what, tokens in figures.items():
+        target = "≤ 2,000" if what.startswith("tool list") else "≤ 3,000"
+        print(f"| {what} | {tokens:,} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

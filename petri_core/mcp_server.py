@@ -1,0 +1,252 @@
+"""Petri's MCP server: the workflow's only write door for agents. A thin adapter over the service.
+
+Every rejection is a `ToolError` whose text starts with ``rejected:`` and names the fix; unknown
+argument names are rejected rather than ignored; schemas are published lean.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import Tool as MCPTool
+from pydantic import BaseModel, Field, ValidationError
+
+from . import __version__
+from .errors import PetriError
+from .models import (
+    CellsOut,
+    ClaimOut,
+    FailOut,
+    HeartbeatOut,
+    NextOut,
+    StartOut,
+    SubmitOut,
+)
+from .service import Service, lean_schema
+from .store import default_dish
+
+log = logging.getLogger("petri.mcp")
+F = TypeVar("F", bound=Callable[..., Any])
+
+INSTRUCTIONS = """Petri runs research on a claim as a workflow; every state change is one of these tools.
+Main agent: petri_start (or petri_next with a run_id to resume) → for each task in petri_next, dispatch the
+subagent named by `agent` with only the task id, in parallel → petri_next again until done. needs_human items
+are for the user: show them the command; never answer for them.
+Worker: petri_claim(task_id) → read the context → work (petri_fetch pages before citing them) →
+petri_submit(task_id, lease, result) → if rejected, fix and resubmit; if you cannot do it, petri_fail."""
+
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+WRITE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+
+
+def lean(schema: dict[str, Any]) -> dict[str, Any]:
+    """Strip titles, inline `$defs`, collapse nullable optionals: fewer tokens, same meaning."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            out = {k: walk(v) for k, v in node.items() if k not in ("title", "$defs")}
+            any_of = out.get("anyOf")
+            if isinstance(any_of, list) and len(any_of) == 2 and {"type": "null"} in any_of:
+                other = next(x for x in any_of if x != {"type": "null"})
+                out.pop("anyOf")
+                out = {**other, **out}
+            return out
+        if isinstance(node, list):
+            return [walk(x) for x in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    if result.get("type") == "object":
+        result["additionalProperties"] = False
+    return result
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:6]:
+        where = ".".join(str(x) for x in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class PetriMCP(MCPServer[Any]):
+    """MCPServer with lean schemas and unknown arguments rejected."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        return [
+            t.model_copy(
+                update={
+                    "input_schema": lean(t.input_schema),
+                    "output_schema": lean(t.output_schema) if t.output_schema else None,
+                }
+            )
+            for t in tools
+        ]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None:
+            allowed = set(tool.parameters.get("properties", {}))
+            unknown = sorted(set(arguments) - allowed)
+            if unknown:
+                raise ToolError(
+                    f"rejected: unknown argument(s) {', '.join(unknown)} for {name}; "
+                    f"allowed arguments: {', '.join(sorted(allowed))}"
+                )
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                fields = ", ".join(sorted(tool.parameters.get("properties", {}))) if tool else ""
+                raise ToolError(
+                    f"rejected: invalid arguments for {name}: {_explain(exc.__cause__)}; "
+                    f"send {fields} with the types in the tool's schema"
+                ) from None
+            raise
+
+
+def door(fn: F) -> F:
+    """Turn a Petri error into a `rejected:` ToolError the model can read and act on."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PetriError as exc:
+            raise ToolError(f"rejected: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Clarification(BaseModel):
+    question: str
+    answer: str
+
+
+class StatusOut(BaseModel):
+    dish: str
+    events: int
+    head: str
+    runs: list[dict[str, Any]]
+    needs_human: list[dict[str, Any]]
+
+
+def build(service: Service | None = None) -> PetriMCP:
+    """The server with every tool registered; `service` defaults to the dish found from here."""
+    svc = service or Service(default_dish())
+    server = PetriMCP("petri", version=__version__, instructions=INSTRUCTIONS)
+
+    @server.tool(
+        annotations=WRITE, description="Start a research run on a claim; returns the run id and first tasks."
+    )
+    @door
+    def petri_start(
+        claim: str,
+        preset: Literal["standard", "quick", "thorough"] = "standard",
+        clarifications: list[Clarification] | None = None,
+        require_approval: bool = False,
+    ) -> StartOut:
+        clar = [c.model_dump() for c in clarifications or []]
+        return svc.start(claim, preset=preset, clarifications=clar, require_approval=require_approval)
+
+    @server.tool(
+        annotations=WRITE,
+        description=(
+            "Ready tasks to dispatch (each to its `agent`, passing only task_id), run counts, needs_human, done."
+        ),
+    )
+    @door
+    def petri_next(run_id: str | None = None, limit: Annotated[int, Field(ge=1, le=50)] = 10) -> NextOut:
+        return svc.next(run_id, limit)
+
+    @server.tool(
+        annotations=WRITE,
+        description=("Lease a task; returns the lease, the context packet and the result schema to submit."),
+    )
+    @door
+    def petri_claim(task_id: str, worker: str) -> ClaimOut:
+        return svc.claim(task_id, worker)
+
+    @server.tool(annotations=WRITE, description="Extend your lease on a task you are still working on.")
+    @door
+    def petri_heartbeat(task_id: str, lease: str) -> HeartbeatOut:
+        return svc.heartbeat(task_id, lease)
+
+    @server.tool(
+        annotations=WRITE,
+        description=("Submit a claimed task's result (an object matching result_schema) with its lease."),
+    )
+    @door
+    def petri_submit(task_id: str, lease: str, result: dict[str, Any]) -> SubmitOut:
+        return svc.submit(task_id, lease, result)
+
+    @server.tool(
+        annotations=WRITE,
+        description=(
+            "Give a task back: retryable (rate limit, timeout) or not (needs a human: login, paywall, impossible)."
+        ),
+    )
+    @door
+    def petri_fail(
+        task_id: str,
+        lease: str,
+        reason: str,
+        retryable: bool = True,
+        retry_after: Annotated[float, Field(ge=0, le=86400)] | None = None,
+    ) -> FailOut:
+        return svc.fail(task_id, lease, reason, retryable, retry_after)
+
+    @server.tool(
+        annotations=READ_ONLY, description="Existing cells similar to a text, to link as shared premises."
+    )
+    @door
+    def petri_cells(text: str, limit: Annotated[int, Field(ge=1, le=20)] = 5) -> CellsOut:
+        return svc.cells_like(text, limit)
+
+    @server.tool(
+        annotations=READ_ONLY, description="Runs, cells by state, tasks, leases and the human inbox."
+    )
+    @door
+    def petri_status(run_id: str | None = None) -> StatusOut:
+        return StatusOut(**svc.status(run_id))
+
+    return server
+
+
+def tool_list_json(server: PetriMCP) -> list[dict[str, Any]]:
+    """The tool list as a model sees it (name, description, input schema), for token accounting."""
+    import anyio
+
+    tools = anyio.run(server.list_tools)
+    return [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools]
+
+
+def serve(http_port: int | None = None, dish: Path | None = None) -> None:
+    """Run the server on stdio (default) or streamable HTTP bound to 127.0.0.1."""
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s petri-mcp %(levelname)s %(message)s"
+    )
+    server = build(Service(dish) if dish else None)
+    if http_port is None:
+        server.run()
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=http_port)
+
+
+__all__ = ["INSTRUCTIONS", "CallToolResult", "PetriMCP", "build", "lean", "lean_schema", "serve"]

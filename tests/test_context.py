@@ -1,0 +1,72 @@
+"""The context packet is bounded: its size does not grow with the run or the iterations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from helpers import Clock
+
+from petri_core.service import Service
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.dishes import add_source, grow, iterate
+
+
+def packet_size(svc: Service, task_id: str) -> tuple[int, dict, str]:
+    claim = svc.claim(task_id, "petri-investigator")
+    size = len(json.dumps(claim.context)) + len(json.dumps(claim.result_schema))
+    return size, claim.context, claim.lease
+
+
+def first_ready(svc: Service, cell_id: str) -> str:
+    with svc.open() as st:
+        return next(t.task_id for t in st.tasks_of_cell(cell_id) if t.status == "ready")
+
+
+def test_packet_size_is_the_same_at_10_and_1000_cells_and_bounded_after_3_iterations(tmp_path: Path) -> None:
+    sizes = {}
+    for cells in (10, 1000):
+        svc = Service(tmp_path / str(cells) / ".petri", clock=Clock())
+        run_id, leaf = grow(svc, cells)
+        assert len(svc.open().cells(run_id)) == cells
+        task = first_ready(svc, leaf)
+        sizes[cells], _, lease = packet_size(svc, task)
+        if cells == 1000:
+            source = add_source(svc)
+            svc.fail(task, lease, "retry", retry_after=0)
+            after3, context, _ = packet_size(svc, iterate(svc, leaf, source, 3))
+            assert context["cell"]["iteration"] == 3
+            assert len(context["citations"]) == 8  # capped, though the cell has more
+            assert after3 < 12_000  # about 3,000 tokens: every list capped, every text clipped
+    assert abs(sizes[1000] - sizes[10]) < 0.1 * sizes[10], sizes
+
+
+def test_the_freshness_checker_sees_measured_dates_and_ages(tmp_path: Path) -> None:
+    clock = Clock()
+    svc = Service(tmp_path / ".petri", clock=clock)
+    source = add_source(svc)
+    run = svc.start("A claim about the measured series", preset="standard", max_depth=0)
+    task = run.tasks[0].task_id
+    lease = svc.claim(task, "petri-investigator").lease
+    quotes = [
+        "Measurement 1 of the series shows a value of 3 units",
+        "Measurement 2 of the series shows a value of 6 units",
+    ]
+    svc.submit(
+        task,
+        lease,
+        {
+            "verdict": "EVIDENCE_SUFFICIENT",
+            "summary": "s",
+            "citations": [
+                {"source_id": source, "quote": q, "stance": "supports", "level": 1, "finding": "f"}
+                for q in quotes
+            ],
+        },
+    )
+    fresh = svc.next().tasks[0]
+    assert fresh.role == "freshness-checker"
+    context = svc.claim(fresh.task_id, "petri-freshness-checker").context
+    assert {(c["published"], c["age_days"]) for c in context["citations"]} == {("2026-01-15", 290)}
