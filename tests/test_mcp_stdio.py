@@ -147,3 +147,34 @@ async def test_two_server_processes_never_lease_one_task_twice(tmp_path: Path) -
     events = svc.log(types=["task_claimed"])
     assert len(events) == len(ready) + 4 and len({e["task_id"] for e in events}) == len(ready) + 4
     assert json.dumps(svc.verify().problems) == "[]"
+
+
+async def test_streamable_http_on_loopback(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PETRI_HOME": str(tmp_path / ".petri")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "petri_core", "mcp", "--http", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                await anyio.sleep(0.1)
+        for mode in ("legacy", "auto"):
+            async with Client(f"http://127.0.0.1:{port}/mcp", mode=mode) as client:
+                start = await call(client, "petri_start", {"claim": f"HTTP works in {mode} mode"})
+                assert start["tasks"][0]["agent"] == "petri-decomposer"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert len(Service(tmp_path / ".petri").status()["runs"]) == 2
