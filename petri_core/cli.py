@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -79,6 +80,10 @@ def status(run_id: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
+    _print_status(data)
+
+
+def _print_status(data: dict[str, Any]) -> None:
     click.echo(f"dish {data['dish']}  ·  {data['events']} events  ·  head {data['head'][:12]}")
     if not data["runs"]:
         click.echo("no runs yet")
@@ -159,7 +164,10 @@ def show(cell_id: str, as_json: bool) -> None:
 @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
 @click.option("--after", default=0, show_default=True, help="Only events after this sequence number.")
 @click.option("--limit", type=int, help="At most this many events.")
+@click.option("--role", help="Only events of this role's tasks.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
+@click.option("--idle-exit", type=float, help="With --follow: stop after this many seconds without events.")
 @domain_errors
 def log(
     run_id: str | None,
@@ -167,16 +175,46 @@ def log(
     types: tuple[str, ...],
     after: int,
     limit: int | None,
+    role: str | None,
     as_json: bool,
+    follow: bool,
+    idle_exit: float | None,
 ) -> None:
-    """The event log, oldest first."""
-    for event in _service().log(run_id, cell_id, after, types, limit):
-        if as_json:
-            click.echo(json.dumps(event, ensure_ascii=False))
-            continue
-        where = event["task_id"] or event["cell_id"] or event["run_id"] or "-"
-        detail = _event_detail(event)
-        click.echo(safe(f"{event['seq']:>6}  {event['at'][:19]}  {event['type']:<20} {where}  {detail}"))
+    """The event log, oldest first (by sequence number); --follow tails it."""
+    import time
+
+    svc = _service()
+    last, idle_since = after, time.monotonic()
+    while True:
+        events = svc.log(run_id, cell_id, last, types, None if follow else limit)
+        for event in events:
+            last = event["seq"]
+            if role and not _has_role(event, role):
+                continue
+            if as_json:
+                click.echo(json.dumps(event, ensure_ascii=False))
+            else:
+                where = event["task_id"] or event["cell_id"] or event["run_id"] or "-"
+                click.echo(
+                    safe(
+                        f"{event['seq']:>6}  {event['at'][:19]}  {event['type']:<20} {where}  {_event_detail(event)}"
+                    )
+                )
+        if not follow:
+            return
+        sys.stdout.flush()
+        now = time.monotonic()
+        if events:
+            idle_since = now
+        elif idle_exit is not None and now - idle_since >= idle_exit:
+            return
+        time.sleep(0.2)
+
+
+def _has_role(event: dict[str, Any], role: str) -> bool:
+    task = event.get("task_id") or ""
+    key = task.rsplit(".", 1)[-1] if task else ""
+    return event["payload"].get("role") == role or key == role or key.startswith(f"{role}-re-")
 
 
 def _event_detail(event: dict[str, Any]) -> str:
@@ -287,6 +325,108 @@ def verify(as_json: bool) -> None:
             click.echo(safe(f"problem: {problem}"), err=True)
     if not report.ok:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--page", default=1, show_default=True, help="Which page of the extracted text to print.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def fetch(url: str, page: int, as_json: bool) -> None:
+    """Fetch a page, snapshot it in the dish, and print its extracted text."""
+    out = _service().fetch(url, page)
+    if as_json:
+        emit_json(out.model_dump())
+        return
+    click.echo(safe(f"{out.source_id}  {out.title or '(no title)'}  published {out.published}"))
+    click.echo(safe(f"{out.final_url}  page {out.page}/{out.pages}"))
+    click.echo("")
+    click.echo(safe(out.text))
+
+
+@main.command()
+@click.argument("url")
+@click.option("--cell", "cell_id", required=True, help="The cell the evidence concerns.")
+@click.option("--note", help="What the evidence changes (becomes the new iteration's directive).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def feed(url: str, cell_id: str, note: str | None, as_json: bool) -> None:
+    """Feed new evidence to a cell: a final cell reopens as a new iteration; dependents are flagged."""
+    svc = _service()
+    source = svc.fetch(url)
+    _print_resolution(svc.feed(cell_id, source.source_id, note), as_json)
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("petri-demo"),
+    show_default=True,
+    help="Where the demo's dish is kept (reused: each demo adds a run).",
+)
+@domain_errors
+def demo(directory: Path) -> None:
+    """Run the whole workflow offline with a scripted agent (a simulation) on a bundled claim."""
+    from .demo import run_demo
+    from .service import Service
+
+    dish = directory.resolve() / ".petri"
+    run_id = run_demo(dish, say=lambda line: click.echo(safe(line)))
+    click.echo("")
+    _print_status(Service(dish).status(run_id))
+    click.echo("")
+    click.echo("Inspect it yourself:")
+    click.echo(f"  PETRI_HOME={dish} petri show {run_id}-0-01")
+    click.echo(f"  PETRI_HOME={dish} petri log {run_id}")
+    click.echo(f"  PETRI_HOME={dish} petri verify")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@domain_errors
+def report(run_id: str, fmt: str, output: Path | None) -> None:
+    """A run's report: claim tree, cases for and against, iterations, debates, audit trail."""
+    text = _service().report(run_id, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option(
+    "--to", "target", type=click.Path(file_okay=False, path_type=Path), help="Folder (default: RUN-export)."
+)
+@domain_errors
+def export(run_id: str, target: Path | None) -> None:
+    """Events as JSONL plus one markdown file per cell, stable for diffs and pull requests."""
+    written = _service().export(run_id, target or Path(f"{run_id}-export"))
+    click.echo(f"wrote {len(written)} files to {written[0].parent}")
+
+
+@main.command()
+@click.option("--to", "target", type=click.Path(dir_okay=False, path_type=Path), help="Backup file.")
+@click.option("--list", "listing", is_flag=True, help="List the dish's backups.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def backup(target: Path | None, listing: bool, as_json: bool) -> None:
+    """A consistent snapshot of the dish (VACUUM INTO), safe while agents are writing."""
+    svc = _service()
+    if listing:
+        rows = svc.backups()
+        if as_json:
+            emit_json(rows)
+        for row in [] if as_json else rows:
+            click.echo(f"{row['path']}  {row['bytes']:,} bytes  {row['events']} events")
+        return
+    path = svc.backup(target)
+    emit_json({"backup": str(path)}) if as_json else click.echo(f"backup written to {path}")
 
 
 @main.command()

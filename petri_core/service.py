@@ -5,17 +5,20 @@ The MCP server and the CLI are two doors into this class; neither holds a rule o
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from . import context, machine
-from .errors import NotFound, Rejected
+from .errors import DishError, NotFound, Rejected
 from .machine import Neighbour, NewEvent, SimilarHit, Snapshot, VerifiedCitation
 from .models import (
     FINAL_STATES,
@@ -24,10 +27,13 @@ from .models import (
     ClaimOut,
     DecomposeResult,
     FailOut,
+    FetchOut,
     HeartbeatOut,
     HumanItem,
     NextOut,
     ResolveOut,
+    SearchHit,
+    SearchOut,
     SimilarCell,
     Source,
     StartOut,
@@ -39,6 +45,9 @@ from .quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
 from .roster import DEFAULT_PRESET, PRESETS, ROLES
 from .similarity import find_restatement, similarity, words
 from .store import Store, VerifyReport
+
+if TYPE_CHECKING:
+    from .fetch import FetchPolicy
 
 Clock = Callable[[], datetime]
 MAX_CLAIM_CHARS = 1000
@@ -118,9 +127,41 @@ def _slug(claim: str, taken: set[str]) -> str:
 class Service:
     """Petri's use cases over one dish."""
 
-    def __init__(self, dish: Path, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        dish: Path,
+        clock: Clock = utcnow,
+        fetch_policy: FetchPolicy | None = None,
+        cache_ttl_s: float = 24 * 3600,
+    ) -> None:
         self.dish = dish
         self.clock = clock
+        self._fetch_policy = fetch_policy
+        self.cache_ttl_s = cache_ttl_s
+
+    def config(self) -> dict[str, Any]:
+        """The dish's settings file (`config.json` beside the database), or empty."""
+        path = self.dish / "config.json"
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DishError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DishError(f"{path} must hold a JSON object")
+        return data
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The fetch policy: the one given, else PETRI_FETCH_ALLOW_PRIVATE or the dish config."""
+        from .fetch import FetchPolicy
+
+        if self._fetch_policy is not None:
+            return self._fetch_policy
+        policy = FetchPolicy.from_env()
+        if self.config().get("fetch", {}).get("allow_private"):
+            policy = dataclasses.replace(policy, allow_private=True)
+        return policy
 
     def open(self, *, create: bool = True) -> Store:
         """A fresh store connection (one per call: tools run on worker threads)."""
@@ -762,6 +803,55 @@ class Service:
             st.append(events, now)
             return st.source(source_id)
 
+    def fetch(self, url: str, page: int = 1) -> FetchOut:
+        """Fetch a page (or reuse a fetch within the cache TTL), snapshot it, and return one page of text."""
+        from .fetch import fetch_url, page_text
+
+        url = url.strip()
+        if page < 1:
+            raise Rejected(f"page {page} does not exist", "pages start at 1")
+        since = iso(self.clock() - timedelta(seconds=self.cache_ttl_s))
+        with self.open() as st, st.read():
+            source = st.recent_fetch(url, since)
+        if source is None:
+            got = fetch_url(url, self.fetch_policy())
+            source = self.add_source(
+                url=got.requested_url,
+                final_url=got.final_url,
+                status=got.status,
+                content_type=got.content_type,
+                fetched_at=iso(got.fetched_at),
+                content_hash=got.content_hash,
+                title=got.title,
+                author=got.author,
+                published=got.published,
+                text=got.text,
+            )
+        chunk, pages = page_text(source.text, page)
+        return FetchOut(
+            source_id=source.source_id,
+            url=url,
+            final_url=source.final_url,
+            title=source.title,
+            published=source.published or "unknown",
+            author=source.author,
+            page=page,
+            pages=pages,
+            untrusted=True,
+            text=chunk,
+        )
+
+    def search(self, query: str, limit: int = 8) -> SearchOut:
+        """Web search through the configured provider (PETRI_SEARXNG_URL or the dish config)."""
+        from .search import provider_from_env
+
+        provider = provider_from_env(config=self.config().get("search", {}))
+        results = provider.search(query, limit)
+        return SearchOut(
+            provider=provider.name,
+            results=[SearchHit(title=r.title, url=r.url, snippet=r.snippet) for r in results],
+        )
+
     def feed(self, cell_id: str, source_id: str, note: str | None = None) -> ResolveOut:
         """Attach new evidence to a cell; a final cell reopens as a new iteration, its dependents are flagged."""
         now = self.now()
@@ -874,6 +964,63 @@ class Service:
                 "citations": [c.model_dump() for c in st.citations(cell_id)],
                 "evidence": st.evidence(cell_id),
             }
+
+    def export(self, run_id: str, target: Path) -> list[Path]:
+        """Write the run's events as JSONL and one markdown file per cell, in a stable order."""
+        from .report import gather, render_cell
+        from .store import canonical
+
+        with self.open(create=False) as st, st.read():
+            data = gather(st, run_id, self.now())
+            events = st.events(run_id=run_id)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "cells").mkdir(exist_ok=True)
+        written = [target / "events.jsonl"]
+        lines = [canonical(e.model_dump()) for e in events]
+        written[0].write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for item in data["cells"]:
+            path = target / "cells" / f"{item['cell'].cell_id}.md"
+            path.write_text(render_cell(item), encoding="utf-8")
+            written.append(path)
+        return written
+
+    def backup(self, target: Path | None = None) -> Path:
+        """A consistent copy of the dish (`VACUUM INTO`), safe while other processes write."""
+        stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
+        path = target or self.dish / "backups" / f"petri-{stamp}.db"
+        if path.exists():
+            raise Rejected(f"{path} already exists", "choose another file; backups never overwrite")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.open(create=False) as st:
+            try:
+                st.conn.execute("VACUUM INTO ?", (str(path),))
+            except sqlite3.Error as exc:
+                raise DishError(f"backup to {path} failed: {exc}") from exc
+        return path
+
+    def backups(self) -> list[dict[str, Any]]:
+        """The backups in the dish's `backups/` folder, oldest first, with their event counts."""
+        out = []
+        for path in sorted((self.dish / "backups").glob("*.db")):
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                events = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            except sqlite3.Error:
+                events = None
+            finally:
+                conn.close()
+            out.append({"path": str(path), "bytes": path.stat().st_size, "events": events})
+        return out
+
+    def report(self, run_id: str, fmt: str = "md") -> str:
+        """The run as a markdown or self-contained HTML report."""
+        from .report import gather, render
+
+        if fmt not in ("md", "html"):
+            raise Rejected(f"unknown report format {fmt!r}", "use md or html")
+        with self.open(create=False) as st, st.read():
+            data = gather(st, run_id, self.now())
+        return render(data, fmt)
 
     def log(
         self,
