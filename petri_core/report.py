@@ -38,7 +38,7 @@ def gather(st: Store, run_id: str, now: str) -> dict[str, Any]:
         if e.cell_id:
             cell_events.setdefault(e.cell_id, []).append(e)
     sources: dict[str, Any] = {}
-    out_cells = []
+    out_cells: list[dict[str, Any]] = []
     for cell in [*cells, *linked]:
         citations = st.citations(cell.cell_id)
         for c in citations:
