@@ -429,6 +429,26 @@ def backup(target: Path | None, listing: bool, as_json: bool) -> None:
     emit_json({"backup": str(path)}) if as_json else click.echo(f"backup written to {path}")
 
 
+@main.group()
+def otel() -> None:
+    """OpenTelemetry export (needs the `otel` extra)."""
+
+
+@otel.command("export")
+@click.argument("run_id")
+@click.option("--endpoint", help="OTLP/HTTP base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")
+@domain_errors
+def otel_export(run_id: str, endpoint: str | None) -> None:
+    """Send a run as one trace: spans per cell, task and tool call."""
+    from .otel import export, plan
+
+    svc = _service()
+    with svc.open(create=False) as st, st.read():
+        run = st.run(run_id).model_dump()
+        events = st.events(run_id=run_id)
+    click.echo(f"sent {export(plan(run, events), endpoint)} spans for run {run_id}")
+
+
 @main.command()
 def diagram() -> None:
     """Print the cell state machine as a Mermaid diagram (generated from the transition table)."""
