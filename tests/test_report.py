@@ -48,16 +48,39 @@ def test_html_report_escapes_script_planted_in_a_title_a_quote_and_a_summary(tmp
     svc = service(tmp_path, Clock())
     evil = "<script>alert('x')</script>"
     text = f"The study found a large effect {evil} in every district we measured."
-    page = svc.add_source(url="https://example.org/e", final_url="https://example.org/e", status=200,
-                          content_type="text/html", fetched_at=svc.now(),
-                          content_hash=hashlib.sha256(text.encode()).hexdigest(), title=f"Title {evil}",
-                          author=None, published="2026-01-01", text=text)
+    page = svc.add_source(
+        url="https://example.org/e",
+        final_url="https://example.org/e",
+        status=200,
+        content_type="text/html",
+        fetched_at=svc.now(),
+        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+        title=f"Title {evil}",
+        author=None,
+        published="2026-01-01",
+        text=text,
+    )
     run = svc.start(f"A claim {evil} about districts", preset="quick", max_depth=0)
     task = run.tasks[0].task_id
     lease = svc.claim(task, "petri-investigator").lease
     quote = f"a large effect {evil} in every district"
-    svc.submit(task, lease, {"verdict": "NEEDS_MORE_EVIDENCE", "summary": f"Summary {evil}", "citations": [
-        {"source_id": page.source_id, "quote": quote, "stance": "supports", "level": 2, "finding": evil}]})
+    svc.submit(
+        task,
+        lease,
+        {
+            "verdict": "NEEDS_MORE_EVIDENCE",
+            "summary": f"Summary {evil}",
+            "citations": [
+                {
+                    "source_id": page.source_id,
+                    "quote": quote,
+                    "stance": "supports",
+                    "level": 2,
+                    "finding": evil,
+                }
+            ],
+        },
+    )
     html = svc.report(run.run_id, "html")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert html.count("&lt;script&gt;") >= 3  # the claim, the title, the quote (and more)
@@ -82,11 +105,18 @@ def test_backup_taken_while_another_process_writes_is_intact(tmp_path: Path) -> 
     home = tmp_path / ".petri"
     svc = Service(home)
     svc.start("Warm-up claim so the dish exists")
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from petri_core.service import Service\n"
-        "svc = Service(Path(sys.argv[1]))\n"
-        "for i in range(60): svc.start(f'Claim number {i} about thing {i}')\n"
-    ), str(home)])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from pathlib import Path; from petri_core.service import Service\n"
+                "svc = Service(Path(sys.argv[1]))\n"
+                "for i in range(60): svc.start(f'Claim number {i} about thing {i}')\n"
+            ),
+            str(home),
+        ]
+    )
     backups = []
     try:
         for _ in range(5):
@@ -109,8 +139,12 @@ def test_log_follow_sees_events_appended_by_another_process_in_order(tmp_path: P
     home = tmp_path / ".petri"
     Service(home).start("First claim to create the dish")
     env = {**os.environ, "PETRI_HOME": str(home)}
-    follower = subprocess.Popen([sys.executable, "-m", "petri_core", "log", "--follow", "--json",
-                                 "--idle-exit", "3"], env=env, stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "petri_core", "log", "--follow", "--json", "--idle-exit", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
     def write() -> None:
         svc = Service(home)
