@@ -186,11 +186,15 @@ def log(
     svc = _service()
     last, idle_since = after, time.monotonic()
     while True:
-        events = svc.log(run_id, cell_id, last, types, None if follow else limit)
+        events = svc.log(run_id, cell_id, last, types, None if (follow or role) else limit)
+        shown = 0
         for event in events:
             last = event["seq"]
             if role and not _has_role(event, role):
                 continue
+            if limit is not None and not follow and shown >= limit:
+                break
+            shown += 1
             if as_json:
                 click.echo(json.dumps(event, ensure_ascii=False))
             else:
@@ -230,7 +234,7 @@ def _event_detail(event: dict[str, Any]) -> str:
 
 @main.command()
 @click.argument("cell_id")
-@click.option("--requeue", "action", flag_value="requeue", help="Run the cell again (new iteration).")
+@click.option("--requeue", is_flag=True, help="Run the cell again (new iteration).")
 @click.option(
     "--close",
     "close_as",
@@ -238,23 +242,32 @@ def _event_detail(event: dict[str, Any]) -> str:
     help="Close with this verdict.",
 )
 @click.option("--split", "splits", multiple=True, help="Split into this sub-claim (give it twice or more).")
-@click.option("--reopen", "action", flag_value="reopen", help="Reopen a final cell (new iteration).")
-@click.option("--acknowledge", "action", flag_value="acknowledge", help="Clear a flag without reopening.")
+@click.option("--reopen", is_flag=True, help="Reopen a final cell (new iteration).")
+@click.option("--acknowledge", is_flag=True, help="Clear a flag without reopening.")
 @click.option("--guidance", help="Guidance for the next iteration (becomes its directive).")
 @click.option("--reason", help="Why (recorded with the decision).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @domain_errors
 def resolve(
     cell_id: str,
-    action: str | None,
+    requeue: bool,
     close_as: str | None,
     splits: tuple[str, ...],
+    reopen: bool,
+    acknowledge: bool,
     guidance: str | None,
     reason: str | None,
     as_json: bool,
 ) -> None:
     """A human's decision on a stalled, final or flagged cell."""
-    chosen = [a for a in (action, "close" if close_as else None, "split" if splits else None) if a]
+    given = {
+        "requeue": requeue,
+        "close": bool(close_as),
+        "split": bool(splits),
+        "reopen": reopen,
+        "acknowledge": acknowledge,
+    }
+    chosen = [name for name, on in given.items() if on]
     if len(chosen) != 1:
         raise click.UsageError("choose exactly one of --requeue, --close, --split, --reopen, --acknowledge")
     out = _service().resolve(

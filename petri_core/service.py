@@ -990,8 +990,8 @@ class Service:
         path = target or self.dish / "backups" / f"petri-{stamp}.db"
         if path.exists():
             raise Rejected(f"{path} already exists", "choose another file; backups never overwrite")
-        path.parent.mkdir(parents=True, exist_ok=True)
         with self.open(create=False) as st:
+            path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 st.conn.execute("VACUUM INTO ?", (str(path),))
             except sqlite3.Error as exc:
@@ -1040,20 +1040,17 @@ class Service:
         """Hash chain intact, triggers present, projections equal a replay, every quote in its source."""
         with self.open(create=False) as st, st.read():
             problems = st.check_triggers() + st.check_chain() + st.check_projections()
-            citations = st.citations()
-            texts: dict[str, str] = {}
-            for c in citations:
-                if c.source_id not in texts:
-                    try:
-                        texts[c.source_id] = st.source(c.source_id).text
-                    except NotFound:
-                        problems.append(f"citation {c.citation_id}: source {c.source_id} is missing")
-                        continue
-                match = find_quote(c.quote, texts[c.source_id])
-                if match is None:
-                    problems.append(f"citation {c.citation_id}: quote no longer found in {c.source_id}")
+            rows = st.conn.execute(
+                "SELECT c.citation_id, c.source_id, c.quote, s.text FROM citations c "
+                "LEFT JOIN sources s ON s.source_id = c.source_id ORDER BY c.citation_id"
+            ).fetchall()
+            for citation_id, source_id, quote, text in rows:
+                if text is None:
+                    problems.append(f"citation {citation_id}: source {source_id} is missing")
+                elif not isinstance(quote, str) or find_quote(quote, str(text)) is None:
+                    problems.append(f"citation {citation_id}: quote no longer found in {source_id}")
             return VerifyReport(
-                events=st.event_count(), head=st.head(), citations=len(citations), problems=problems
+                events=st.event_count(), head=st.head(), citations=len(rows), problems=problems
             )
 
 

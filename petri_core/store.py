@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -437,6 +438,26 @@ def _connect(path: Path) -> sqlite3.Connection:
 # ---------------------------------------------------------------- the store
 
 
+def _retry_locked(action: Callable[[], object], path: Path | None = None) -> None:
+    """Run `action`, retrying while SQLite reports the database locked or busy (bounded)."""
+    delay = 0.01
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise DishError(
+                    f"the dish {path or ''} stayed locked for {BUSY_TIMEOUT_S:.0f} s; "
+                    "another process holds a write lock — retry later"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What `petri verify` found: an empty `problems` list means the dish is intact."""
@@ -466,11 +487,14 @@ class Store:
                 raise DishError(f"cannot create the dish directory {dish}: {exc.strerror}") from exc
         try:
             self.conn = _connect(self.path)
-            if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.conn.execute("PRAGMA journal_mode = WAL")
+            _retry_locked(self._ensure_wal)
             self._migrate()
         except sqlite3.Error as exc:
             raise DishError(f"cannot open the dish {self.path}: {exc}") from exc
+
+    def _ensure_wal(self) -> None:
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode = WAL")
 
     def _migrate(self) -> None:
         from sqlite_utils import Database
@@ -813,7 +837,11 @@ class Store:
                 "type": type_,
                 "at": at,
             }
-            apply_event(fresh, row, json.loads(payload))
+            try:
+                apply_event(fresh, row, json.loads(payload))
+            except Exception as exc:
+                fresh.close()
+                raise DishError(f"replay failed at event {seq} ({type_}): {exc!r}") from exc
         fresh.execute("COMMIT")
         return fresh
 
@@ -842,14 +870,14 @@ class Store:
         """Compare every projection table with a replay of the log."""
         try:
             fresh = self.replay()
-        except (sqlite3.Error, DishError, KeyError, ValueError) as exc:
-            return [f"replay failed: {exc}"]
+        except (sqlite3.Error, DishError) as exc:
+            return [str(exc) if isinstance(exc, DishError) else f"replay failed: {exc}"]
         problems = []
         for table in PROJECTIONS:
-            live = sorted(tuple(r) for r in self.conn.execute(f"SELECT * FROM {table}"))
-            again = sorted(tuple(r) for r in fresh.execute(f"SELECT * FROM {table}"))
+            live = Counter(tuple(r) for r in self.conn.execute(f"SELECT * FROM {table}"))
+            again = Counter(tuple(r) for r in fresh.execute(f"SELECT * FROM {table}"))
             if live != again:
-                diff = len(set(live) ^ set(again))
+                diff = sum(((live - again) + (again - live)).values())
                 problems.append(f"projection {table} differs from a replay of the events ({diff} rows)")
         fresh.close()
         return problems
