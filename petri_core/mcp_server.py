@@ -57,7 +57,7 @@ WRITE = ToolAnnotations(
 )
 
 
-def lean(schema: dict[str, Any]) -> dict[str, Any]:
+def lean(schema: dict[str, Any], *, closed: bool = False) -> dict[str, Any]:
     """Strip titles, inline `$defs`, collapse nullable optionals: fewer tokens, same meaning."""
     defs = schema.get("$defs", {})
 
@@ -77,8 +77,8 @@ def lean(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     result: dict[str, Any] = walk(schema)
-    if result.get("type") == "object":
-        result["additionalProperties"] = False
+    if closed and result.get("type") == "object":
+        result.setdefault("additionalProperties", False)
     return result
 
 
@@ -98,7 +98,7 @@ class PetriMCP(MCPServer[Any]):
         return [
             t.model_copy(
                 update={
-                    "input_schema": lean(t.input_schema),
+                    "input_schema": lean(t.input_schema, closed=True),
                     "output_schema": lean(t.output_schema) if t.output_schema else None,
                 }
             )
