@@ -820,7 +820,7 @@ class Service:
                 final_url=got.final_url,
                 status=got.status,
                 content_type=got.content_type,
-                fetched_at=iso(got.fetched_at),
+                fetched_at=self.now(),
                 content_hash=got.content_hash,
                 title=got.title,
                 author=got.author,

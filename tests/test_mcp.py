@@ -103,6 +103,8 @@ async def test_tool_list_is_lean_annotated_and_complete(tools: tuple[Client, Ser
         "petri_fail",
         "petri_cells",
         "petri_status",
+        "petri_fetch",
+        "petri_search",
     }
     for tool in listed.values():
         text = json.dumps(tool.input_schema)

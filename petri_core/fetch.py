@@ -1,0 +1,243 @@
+"""Fetching pages safely: http(s) only, no private addresses, every redirect hop re-checked.
+
+`fetch_url` returns the extracted main text and metadata (trafilatura) of one page; the service
+stores it as an immutable snapshot. Every refusal is a `Rejected` that says why and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import socket
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from .errors import Rejected
+
+Resolver = Callable[[str, int], list[str]]
+TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+PRIVATE_FIX = (
+    "fetch a public http(s) URL, or set PETRI_FETCH_ALLOW_PRIVATE=1 (or the dish config) for local testing"
+)
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses the operating system would connect to (getaddrinfo, like any client)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise Rejected(f"cannot resolve host {host!r}: {exc.strerror}", "check the URL") from None
+    return sorted({str(info[4][0]) for info in infos})
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits of one fetch. `trusted_hosts` are exempt from the address check (an explicit allowlist)."""
+
+    allow_private: bool = False
+    max_bytes: int = 5_000_000
+    timeout: float = 15.0
+    max_redirects: int = 5
+    user_agent: str = "petri/0.1 (+research agent fetcher)"
+    resolver: Resolver | None = None
+    trusted_hosts: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FetchPolicy:
+        env = os.environ if environ is None else environ
+        return cls(allow_private=env.get("PETRI_FETCH_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes"))
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    requested_url: str
+    final_url: str
+    status: int
+    content_type: str
+    fetched_at: datetime
+    content_hash: str
+    title: str | None
+    author: str | None
+    published: str | None
+    text: str
+
+
+def address_allowed(address: str) -> bool:
+    """True for a public unicast address (not loopback, private, link-local, multicast, reserved…)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is not None:
+            return address_allowed(str(mapped))
+        if ip in ipaddress.ip_network("64:ff9b::/96"):  # NAT64 of an IPv4 address
+            return address_allowed(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+    return bool(ip.is_global) and not ip.is_multicast
+
+
+def check_url(url: str, policy: FetchPolicy) -> None:
+    """Refuse a URL whose scheme or resolved addresses are not allowed (raises Rejected)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise Rejected(f"cannot parse URL {url!r}: {exc}", "pass a full http(s) URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise Rejected(f"cannot fetch {url!r}: only http and https are allowed", "pass an http(s) URL")
+    host = parts.hostname
+    if not host:
+        raise Rejected(f"cannot fetch {url!r}: it has no host", "pass a full http(s) URL")
+    if policy.allow_private or host in policy.trusted_hosts:
+        return
+    if host == "localhost" or host.endswith(".localhost"):
+        raise Rejected(f"cannot fetch {url}: {host} is a loopback name", PRIVATE_FIX)
+    addresses = (policy.resolver or system_resolver)(host, port)
+    if not addresses:
+        raise Rejected(f"cannot resolve host {host!r}", "check the URL")
+    for address in addresses:
+        try:
+            allowed = address_allowed(address)
+        except ValueError:
+            allowed = False
+        if not allowed:
+            raise Rejected(
+                f"cannot fetch {url}: {host} resolves to {address}, a private or reserved address",
+                PRIVATE_FIX,
+            )
+
+
+def page_text(text: str, page: int, page_chars: int = 6000) -> tuple[str, int]:
+    """One page of `text` (split at paragraph or sentence ends where possible) and the page count."""
+    chunks: list[str] = []
+    rest = text
+    while rest:
+        if len(rest) <= page_chars:
+            chunks.append(rest)
+            break
+        cut = rest.rfind("\n\n", 0, page_chars)
+        if cut < page_chars // 2:
+            cut = rest.rfind(". ", 0, page_chars) + 1
+        if cut < page_chars // 2:
+            cut = page_chars
+        chunks.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    chunks = chunks or [""]
+    if not 1 <= page <= len(chunks):
+        raise Rejected(f"page {page} does not exist", f"pages run from 1 to {len(chunks)}")
+    return chunks[page - 1], len(chunks)
+
+
+def _extract(body: bytes, content_type: str, charset: str | None, url: str) -> dict[str, Any]:
+    if content_type == "text/plain":
+        text = body.decode(charset or "utf-8", errors="replace")
+        return {"text": text, "title": None, "author": None, "date": None}
+    import trafilatura
+
+    html: bytes | str = body
+    if charset:
+        try:
+            html = body.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            html = body
+    found = trafilatura.bare_extraction(
+        html,
+        url=url,
+        with_metadata=True,
+        include_comments=False,
+        date_extraction_params={"extensive_search": True, "original_date": True},
+    )
+    data: dict[str, Any] = {}
+    if isinstance(found, dict):
+        data = dict(found)
+    elif found is not None:
+        data = dict(found.as_dict())
+    if not (data.get("text") or "").strip():
+        import lxml.html
+
+        tree = lxml.html.fromstring(html)
+        for bad in tree.xpath("//script|//style|//nav|//header|//footer"):
+            bad.drop_tree()
+        data["text"] = tree.text_content()
+    return data
+
+
+def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPage:
+    """Fetch one page within the policy and extract its main text and metadata."""
+    import httpx2
+
+    current = url
+    own = client is None
+    http = client or httpx2.Client(
+        follow_redirects=False, timeout=policy.timeout, headers={"User-Agent": policy.user_agent}
+    )
+    try:
+        for _hop in range(policy.max_redirects + 1):
+            check_url(current, policy)
+            try:
+                with http.stream("GET", current) as response:
+                    if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
+                        current = urljoin(current, response.headers["location"])
+                        continue
+                    if response.status_code >= 400:
+                        raise Rejected(
+                            f"{current} answered HTTP {response.status_code}",
+                            "check the URL or cite another source",
+                        )
+                    content_type, _, params = response.headers.get("content-type", "").partition(";")
+                    content_type = content_type.strip().lower() or "text/html"
+                    if content_type not in TEXT_TYPES:
+                        raise Rejected(
+                            f"{current} is {content_type}, not a web page", "fetch an HTML or plain-text page"
+                        )
+                    charset = next(
+                        (
+                            p.split("=", 1)[1].strip(' "')
+                            for p in params.split(";")
+                            if p.strip().lower().startswith("charset=")
+                        ),
+                        None,
+                    )
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > policy.max_bytes:
+                            raise Rejected(
+                                f"{current} is larger than {policy.max_bytes:,} bytes",
+                                "cite a smaller page (a summary or a specific section)",
+                            )
+                    status = response.status_code
+            except httpx2.TimeoutException:
+                raise Rejected(
+                    f"{current} did not answer within {policy.timeout:g} s",
+                    "try again later (petri_fail with retryable=true) or cite another source",
+                ) from None
+            except httpx2.HTTPError as exc:
+                raise Rejected(
+                    f"cannot fetch {current}: {type(exc).__name__}: {exc}",
+                    "check the URL, or try again later",
+                ) from None
+            data = _extract(bytes(body), content_type, charset, current)
+            text = unicodedata.normalize("NFC", (data.get("text") or "").strip())
+            published = data.get("date")
+            return FetchedPage(
+                requested_url=url,
+                final_url=current,
+                status=status,
+                content_type=content_type,
+                fetched_at=datetime.now(UTC),
+                content_hash=hashlib.sha256(text.encode()).hexdigest(),
+                title=data.get("title"),
+                author=data.get("author"),
+                published=str(published)[:10] if published else None,
+                text=text,
+            )
+        raise Rejected(
+            f"{url} redirected more than {policy.max_redirects} times", "fetch the final URL directly"
+        )
+    finally:
+        if own:
+            http.close()

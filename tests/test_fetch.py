@@ -1,0 +1,179 @@
+"""Fetching real pages from a local server: extraction, dates, limits, redirects, the cache, feed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import Clock, passing
+from webserver import serve
+
+from petri_core.errors import Rejected
+from petri_core.fetch import FetchPolicy, fetch_url, page_text
+from petri_core.service import Service
+
+PAGES = Path(__file__).parent.parent / "petri_core" / "demo" / "pages"
+HTML = {"Content-Type": "text/html; charset=utf-8"}
+LOCAL = FetchPolicy(allow_private=True, timeout=2.0, max_bytes=200_000)
+LATIN = (
+    "<html><head><meta charset='windows-1252'><title>Caf\xe9 report</title></head><body><article>"
+    "<h1>Caf\xe9 report</h1><p>The caf\xe9 on the square serves cr\xe8me br\xfbl\xe9e every day of the "
+    "week, and the owner says sales rose by a third.</p><p>"
+    + "More text about the caf\xe9. " * 20
+    + "</p></article></body></html>"
+).encode("cp1252")
+
+
+def routes() -> dict[str, tuple[int, dict[str, str], bytes, float]]:
+    page = (PAGES / "traffic-report.html").read_bytes()
+    return {
+        "/report": (200, HTML, page, 0.0),
+        "/latin": (200, {"Content-Type": "text/html"}, LATIN, 0.0),
+        "/plain": (
+            200,
+            {"Content-Type": "text/plain; charset=utf-8"},
+            b"Plain text: 42 units.\n",
+            0.0,
+        ),
+        "/huge": (200, HTML, b"<html><body><p>" + b"x" * 300_000 + b"</p></body></html>", 0.0),
+        "/slow": (200, HTML, page, 3.0),
+        "/pdf": (200, {"Content-Type": "application/pdf"}, b"%PDF-1.4", 0.0),
+        "/gone": (404, HTML, b"gone", 0.0),
+        "/broken": (500, HTML, b"oops", 0.0),
+        "/hop1": (302, {"Location": "/hop2"}, b"", 0.0),
+        "/hop2": (301, {"Location": "/report"}, b"", 0.0),
+        "/loop": (302, {"Location": "/loop"}, b"", 0.0),
+    }
+
+
+def test_article_text_and_metadata_are_extracted_without_boilerplate() -> None:
+    with serve(routes()) as base:
+        page = fetch_url(f"{base}/report", LOCAL)
+    assert page.title == "Downtown Traffic Count Report 2025"
+    assert page.published == "2025-11-03"
+    assert "fell from 41,200 in 2024 to 32,900 in 2025" in page.text
+    assert (
+        "cookies" not in page.text and "All rights reserved" not in page.text and "Most read" not in page.text
+    )
+    assert page.status == 200 and page.content_type == "text/html"
+
+
+def test_a_windows_1252_page_and_a_plain_text_page_decode_right() -> None:
+    with serve(routes()) as base:
+        latin = fetch_url(f"{base}/latin", LOCAL)
+        plain = fetch_url(f"{base}/plain", LOCAL)
+    assert "crème brûlée" in latin.text and "café" in latin.text
+    assert plain.text == "Plain text: 42 units." and plain.content_type == "text/plain"
+
+
+def test_redirects_are_followed_and_capped() -> None:
+    with serve(routes()) as base:
+        page = fetch_url(f"{base}/hop1", LOCAL)
+        assert page.final_url == f"{base}/report" and page.requested_url == f"{base}/hop1"
+        with pytest.raises(Rejected, match="redirected more than 5 times"):
+            fetch_url(f"{base}/loop", LOCAL)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/huge", "larger than 200,000 bytes"),
+        ("/slow", "did not answer within 2 s"),
+        ("/pdf", "is application/pdf, not a web page"),
+        ("/gone", "answered HTTP 404"),
+        ("/broken", "answered HTTP 500"),
+    ],
+)
+def test_limits_hold_with_clear_rejections(path: str, message: str) -> None:
+    with serve(routes()) as base, pytest.raises(Rejected, match=message):
+        fetch_url(f"{base}{path}", LOCAL)
+
+
+def test_page_text_splits_on_paragraphs_and_names_the_valid_range() -> None:
+    text = "\n\n".join(f"Paragraph {i} " + "word " * 200 for i in range(10))
+    first, pages = page_text(text, 1, 3000)
+    assert pages > 2 and first.startswith("Paragraph 0") and first.endswith("word")
+    assert "".join(page_text(text, p, 3000)[0] for p in range(1, pages + 1)).count("Paragraph") == 10
+    with pytest.raises(Rejected, match=f"pages run from 1 to {pages}"):
+        page_text(text, pages + 1, 3000)
+
+
+def test_service_fetch_snapshots_once_and_the_cache_hits(tmp_path: Path) -> None:
+    clock = Clock()
+    svc = Service(tmp_path / ".petri", clock=clock, fetch_policy=LOCAL)
+    with serve(routes()) as base:
+        first = svc.fetch(f"{base}/report")
+        again = svc.fetch(f"{base}/report")
+        other_url = svc.fetch(f"{base}/hop1")  # same content through a redirect: one snapshot
+        clock.advance(25 * 3600)
+        later = svc.fetch(f"{base}/report")
+    assert first.source_id == again.source_id == other_url.source_id == later.source_id
+    assert first.untrusted is True and first.published == "2025-11-03"
+    st = svc.open()
+    assert st.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 1
+    assert [r[0] for r in st.conn.execute("SELECT url FROM fetches ORDER BY fetch_seq")] == [
+        f"{base}/report",
+        f"{base}/hop1",
+        f"{base}/report",
+    ]  # the second was a cache hit
+
+
+def test_feed_reopens_a_validated_cell_with_the_evidence_in_its_packet(tmp_path: Path) -> None:
+    svc = Service(tmp_path / ".petri", clock=Clock(), fetch_policy=LOCAL)
+    with serve(routes()) as base:
+        src = svc.fetch(f"{base}/report").source_id
+        run = svc.start("The downtown traffic count fell after the lanes opened", preset="quick")
+        task = run.tasks[0].task_id
+        svc.submit(
+            task,
+            svc.claim(task, "w").lease,
+            {
+                "atomic": False,
+                "children": [
+                    {
+                        "text": "Car trips into downtown fell by a fifth",
+                        "atomic": True,
+                        "bedrock_reason": "a count",
+                    }
+                ],
+            },
+        )
+        quotes = [
+            "fell from 41,200 in 2024 to 32,900 in 2025",
+            "Bicycle trips counted at the same entry points",
+        ]
+        ok = passing(src) | {
+            "investigator": {
+                "verdict": "EVIDENCE_SUFFICIENT",
+                "summary": "counts",
+                "citations": [
+                    {"source_id": src, "quote": q, "stance": "supports", "level": 1, "finding": "f"}
+                    for q in quotes
+                ],
+            }
+        }
+        for _ in range(10):
+            for t in svc.next(run.run_id).tasks:
+                svc.submit(t.task_id, svc.claim(t.task_id, t.agent).lease, ok[t.role])
+        child = (
+            "ncs-1-01"
+            if svc.open().cells(run.run_id)[1].cell_id == "ncs-1-01"
+            else svc.open().cells(run.run_id)[1].cell_id
+        )
+        assert (
+            svc.open().cell(child).state == "validated"
+            and svc.open().cell(run.root_cell_id).state == "validated"
+        )
+        before = len(svc.log(types=["verdict_recorded"]))
+        new = svc.fetch(f"{base}/latin").source_id
+        out = svc.feed(child, new, note="check the café data")
+    assert out.cell_state == "research"
+    assert svc.open().cell(run.root_cell_id).flagged == f"{child} was reopened by new evidence"
+    assert any(h.cell_id == run.root_cell_id for h in svc.next(run.run_id).needs_human)
+    task = next(t for t in svc.next(run.run_id).tasks if t.cell_id == child)
+    packet = svc.claim(task.task_id, task.agent).context
+    assert packet["new_evidence"][0]["source_id"] == new and packet["directive"] == "check the café data"
+    assert packet["cell"]["iteration"] == 2
+    assert len(svc.log(types=["verdict_recorded"])) == before  # old verdicts stay in the log
+    assert json.loads(json.dumps(svc.status()))["needs_human"]

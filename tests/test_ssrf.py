@@ -1,0 +1,102 @@
+"""The SSRF guard: refuse every private, loopback, link-local, multicast or odd-form address."""
+
+from __future__ import annotations
+
+import pytest
+from webserver import serve
+
+from petri_core.errors import Rejected
+from petri_core.fetch import FetchPolicy, check_url, fetch_url
+
+PUBLIC = {
+    "public.example": ["93.184.216.34"],
+    "mixed.example": ["93.184.216.34", "10.1.2.3"],
+    "evil.example": ["127.0.0.1"],
+    "meta.example": ["169.254.169.254"],
+    "v6.example": ["::1"],
+}
+
+
+def resolver(host: str, port: int) -> list[str]:
+    """A test resolver: named hosts from the table, IP literals as glibc would read them."""
+    if host in PUBLIC:
+        return PUBLIC[host]
+    import socket
+
+    return sorted({str(i[4][0]) for i in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+STRICT = FetchPolicy(resolver=resolver)
+REFUSED = [
+    "file:///etc/passwd",
+    "ftp://example.org/x",
+    "gopher://example.org/",
+    "javascript:alert(1)",
+    "http://127.0.0.1/",
+    "http://127.0.0.1:8080/admin",
+    "http://localhost/",
+    "http://api.localhost/",
+    "http://[::1]/",
+    "http://10.0.0.1/",
+    "http://10.255.255.254/",
+    "http://172.16.0.1/",
+    "http://172.31.9.9/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://0.0.0.0/",
+    "http://[::]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://[::ffff:10.0.0.1]/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://0177.0.0.1/",
+    "http://127.1/",
+    "http://100.64.0.1/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://224.0.0.1/",
+    "http://255.255.255.255/",
+    "http://evil.example/",
+    "http://mixed.example/",
+    "http://meta.example/",
+    "http://v6.example/",
+    "http://public.example@127.0.0.1/",
+    "https://127.0.0.1:443/",
+    "http://[64:ff9b::a00:1]/",
+]
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_refused_by_default(url: str) -> None:
+    with pytest.raises(Rejected) as err:
+        check_url(url, STRICT)
+    message = str(err.value)
+    assert "only http and https" in message or "private or reserved" in message or "loopback" in message, (
+        message
+    )
+
+
+def test_a_public_address_passes() -> None:
+    check_url("https://public.example/article", STRICT)
+
+
+@pytest.mark.parametrize("url", [u for u in REFUSED if u.startswith("http") and "@" not in u])
+def test_allowed_when_configured(url: str) -> None:
+    check_url(url, FetchPolicy(allow_private=True, resolver=resolver))  # the address check is lifted
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.5/", "http://[::1]:9/", "file:///etc/passwd"],
+)
+def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused_before_connecting(target: str) -> None:
+    with serve({"/go": (302, {"Location": target}, b"", 0.0)}) as base:
+        policy = FetchPolicy(resolver=resolver, trusted_hosts=frozenset({"127.0.0.1"}), timeout=2.0)
+        with pytest.raises(Rejected, match=r"private or reserved|only http and https"):
+            fetch_url(f"{base}/go", policy)
+
+
+def test_the_environment_switch_lifts_the_guard() -> None:
+    assert FetchPolicy.from_env({"PETRI_FETCH_ALLOW_PRIVATE": "1"}).allow_private
+    assert not FetchPolicy.from_env({}).allow_private
