@@ -377,7 +377,7 @@ def feed(url: str, cell_id: str, note: str | None, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("petri-demo"),
     show_default=True,
-    help="Where the demo's dish is kept (reused: each demo adds a run).",
+    help="Where the demo's dish is kept (a new folder DIR-2, DIR-3… if DIR has one already).",
 )
 @domain_errors
 def demo(directory: Path) -> None:
@@ -385,12 +385,18 @@ def demo(directory: Path) -> None:
     from .demo import run_demo
     from .service import Service
 
+    base, n = directory.resolve(), 1
+    while (directory.resolve() / ".petri" / "petri.db").exists():
+        n += 1
+        directory = base.with_name(f"{base.name}-{n}")
     dish = directory.resolve() / ".petri"
+    click.echo(f"Demo dish: {dish}")
     run_id = run_demo(dish, say=lambda line: click.echo(safe(line)))
     click.echo("")
     _print_status(Service(dish).status(run_id))
     click.echo("")
-    click.echo("Inspect it yourself:")
+    click.echo("Read the report, and inspect it yourself:")
+    click.echo(f"  PETRI_HOME={dish} petri report {run_id} --format html -o {directory}/report.html")
     click.echo(f"  PETRI_HOME={dish} petri show {run_id}-0-01")
     click.echo(f"  PETRI_HOME={dish} petri log {run_id}")
     click.echo(f"  PETRI_HOME={dish} petri verify")

@@ -63,7 +63,7 @@ def check(
                 weakest_verdict=seen.verdict,
                 note=f"{role.name} said {seen.verdict}: the cell ends {target}",
             )
-    failing = [r for r in gates if gating[r.name] not in r.pass_verdicts]
+    failing = [r for r in gates if gating[r.name] not in r.pass_verdicts and not _conceded(r.name, latest)]
     if not failing:
         return Convergence("converged", gating, note="every gating role passed")
     weakest = failing[0]
@@ -95,6 +95,15 @@ def check(
         directive=directive,
         note=f"not converged (failing: {failing_names}); weakest link: {weakest.name}",
     )
+
+
+def _conceded(role: str, latest: Mapping[str, LatestVerdict]) -> bool:
+    """A block verdict that agrees with the evidence (e.g. the champion conceding a refuted claim)."""
+    seen = latest.get(role)
+    if seen is None:
+        return False
+    other = ROLES[role].concessions.get(seen.verdict)
+    return other is not None and other[0] in latest and latest[other[0]].verdict == other[1]
 
 
 def _clip(text: str, limit: int) -> str:

@@ -62,6 +62,9 @@ class Role:
     #: A verdict that ends the cell at once in the given final state (checked at convergence).
     short_circuits: Mapping[str, str] = field(default_factory=dict)
     citation_rules: tuple[CitationRule, ...] = ()
+    #: A block verdict that counts as a pass when another role's latest verdict agrees with it
+    #: (the champion conceding a claim the investigator found contradicted): verdict → (role, verdict).
+    concessions: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def agent(self) -> str:
@@ -150,6 +153,7 @@ _ROLES = (
         pass_verdicts=("STRONG_CASE", "DEFENSIBLE_WITH_CAVEATS"),
         block_verdicts=("CANNOT_DEFEND",),
         citation_rules=(_rule("STRONG_CASE", "DEFENSIBLE_WITH_CAVEATS", supporting=1),),
+        concessions={"CANNOT_DEFEND": ("investigator", "EVIDENCE_CONTRADICTS")},
     ),
     Role(
         "pragmatist",

@@ -269,3 +269,15 @@ def test_citation_rules_per_role() -> None:
     assert ROLES["skeptic"].citation_rule("CRITICAL_FLAW_FOUND").min_contradicting == 1  # type: ignore[union-attr]
     assert ROLES["red-team"].citation_rule("NO_CONTRADICTING_EVIDENCE") is None
     assert ROLES["champion"].citation_rule("STRONG_CASE").min_supporting == 1  # type: ignore[union-attr]
+
+
+def test_a_champion_conceding_a_contradicted_claim_does_not_block_convergence() -> None:
+    refuted = latest(
+        investigator="EVIDENCE_CONTRADICTS",
+        skeptic="ARGUMENT_WITHSTANDS_CRITIQUE",
+        champion="CANNOT_DEFEND",
+        freshness_checker="EVIDENCE_CURRENT",
+    )
+    assert check("standard", refuted).outcome == "converged"
+    unfounded = latest(**{**STANDARD_PASS, "champion": "CANNOT_DEFEND"})
+    assert check("standard", unfounded).weakest == "champion"

@@ -83,7 +83,9 @@ def test_large_pages_are_searched_quickly() -> None:
     assert time.perf_counter() - start < 30  # a sanity bound against pathological scans, not a benchmark
 
 
-WORDS = st.sampled_from(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"])
+WORDS = st.sampled_from(
+    ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
+)
 
 
 @settings(max_examples=60, deadline=None)

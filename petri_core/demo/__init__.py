@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from ..errors import PetriError
 from ..service import Service
 
 PAGES = Path(__file__).parent / "pages"
@@ -69,7 +70,7 @@ class ScriptedAgent:
     async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         result = await self.client.call_tool(tool, args)
         if result.is_error:
-            raise RuntimeError(f"{tool} failed: {result.content[0].text}")
+            raise PetriError(f"the demo's scripted agent was refused by {tool}: {result.content[0].text}")
         data: dict[str, Any] = result.structured_content
         return data
 
@@ -114,7 +115,7 @@ class ScriptedAgent:
             if result.get("atomic")
             else f"{len(result.get('children', []))} sub-claims"
             if "children" in result
-            else "summary written"
+            else ("debate turn answered" if task["kind"] == "debate" else "summary and directive written")
         )
         cites = len(result.get("citations", []))
         extra = f", {cites} verified citation(s)" if cites else ""
@@ -247,6 +248,7 @@ async def _run(svc: Service, base: str, say: Say) -> str:
         agent = ScriptedAgent(client, base, say)
         start = await agent.call("petri_start", {"claim": CLAIM, "preset": "standard"})
         run_id = str(start["run_id"])
+        resolved: set[str] = set()
         say(f"  petri_start → run {run_id}, root cell {start['root_cell_id']}")
         while True:
             nxt = await agent.call("petri_next", {"run_id": run_id, "limit": 20})
@@ -263,22 +265,39 @@ async def _run(svc: Service, base: str, say: Say) -> str:
                 continue
             if nxt["needs_human"]:
                 for item in nxt["needs_human"]:
+                    if item["cell_id"] in resolved:
+                        raise PetriError(f"the demo script expected {item['cell_id']} to be resolved once")
+                    resolved.add(item["cell_id"])
                     say(f"  needs a human: {item['cell_id']}: {item['reason']}")
                     say(
                         f'  [simulated human] petri resolve {item["cell_id"]} --requeue --guidance "{GUIDANCE}"'
                     )
                     svc.resolve(item["cell_id"], "requeue", guidance=GUIDANCE)
                 continue
-            raise RuntimeError(f"the demo is stuck: {nxt['hint']}")
+            raise PetriError(f"the demo is stuck: {nxt['hint']}")
 
 
 def run_demo(dish: Path, say: Say = print) -> str:
     """Run the scripted demo into `dish`; returns the run id."""
+    import logging
+
     from ..fetch import FetchPolicy
 
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     svc = Service(dish, fetch_policy=FetchPolicy(allow_private=True))
     say("SIMULATION — a scripted agent plays every role; no language model is involved.")
     say(f"Claim: {CLAIM}")
     with serve_pages() as base:
         say(f"Bundled pages served at {base} (a fictional town; the pages are fixtures).")
-        return anyio.run(_run, svc, base, say)
+        try:
+            return anyio.run(_run, svc, base, say)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first real error inside nested task-group exception groups."""
+    for exc in group.exceptions:
+        return _first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return group
