@@ -13,13 +13,29 @@ import pytest
 from petri_core.service import Service
 
 INSPECTOR = Path(__file__).parent / "harness" / "node_modules" / ".bin" / "mcp-inspector"
-pytestmark = pytest.mark.skipif(shutil.which("node") is None or not INSPECTOR.exists(),
-                                reason="Node or the pinned inspector is absent (.ci/run runs npm ci)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not INSPECTOR.exists(),
+    reason="Node or the pinned inspector is absent (.ci/run runs npm ci)",
+)
 
 
 def inspector(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(INSPECTOR), "--cli", sys.executable, "-m", "petri_core", "mcp",
-                           "-e", f"PETRI_HOME={home}", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            str(INSPECTOR),
+            "--cli",
+            sys.executable,
+            "-m",
+            "petri_core",
+            "mcp",
+            "-e",
+            f"PETRI_HOME={home}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_inspector_lists_the_tools_and_calls_petri_status(tmp_path: Path) -> None:
@@ -32,6 +48,15 @@ def test_inspector_lists_the_tools_and_calls_petri_status(tmp_path: Path) -> Non
     status = inspector(home, "--method", "tools/call", "--tool-name", "petri_status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout)["structuredContent"]["runs"][0]["run_id"] == run.run_id
-    refused = inspector(home, "--method", "tools/call", "--tool-name", "petri_claim", "--tool-arg", "task_id=nope",
-                        "--tool-arg", "worker=w")
+    refused = inspector(
+        home,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "petri_claim",
+        "--tool-arg",
+        "task_id=nope",
+        "--tool-arg",
+        "worker=w",
+    )
     assert refused.returncode != 0 and "rejected: no task 'nope'" in refused.stdout

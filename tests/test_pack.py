@@ -37,7 +37,7 @@ def test_every_role_has_an_agent_file_with_valid_frontmatter(tmp_path: Path) -> 
         assert meta["name"] == path.stem and meta["model"] == "inherit" and len(meta["description"]) > 40
         named = [t.strip() for t in meta["tools"].split(",")]
         for tool in named:
-            assert tool in BUILTINS or (tool.startswith(PREFIX) and tool[len(PREFIX):] in tools), tool
+            assert tool in BUILTINS or (tool.startswith(PREFIX) and tool[len(PREFIX) :] in tools), tool
         assert f"{PREFIX}petri_claim" in named and f"{PREFIX}petri_submit" in named
         assert len(path.read_text().split()) < 450, f"{path} is too long to read on every task"
 
