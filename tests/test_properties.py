@@ -7,6 +7,7 @@ rejected command changes nothing at all.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -178,10 +179,10 @@ class Workflow(RuleBasedStateMachine):
             result: dict[str, Any] = {
                 "atomic": False,
                 "children": [
-                    {"text": text.format(task.cell_id), "atomic": True, "bedrock_reason": "measured"}
+                    {"text": text.format(next(self.numbers)), "atomic": True, "bedrock_reason": "measured"}
                     for text in (
-                        "Installation costs of {} are recovered quickly",
-                        "Deployment of {} grows yearly",
+                        "Installation costs are recovered within {} years",
+                        "Deployment grows {} percent a year",
                     )
                 ],
             }
@@ -229,7 +230,13 @@ class Workflow(RuleBasedStateMachine):
         assert report.ok, report.problems
 
 
+# In CI the exploration is derandomized, so a red build is reproducible; locally it explores anew.
 Workflow.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=35, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40,
+    stateful_step_count=35,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+    database=None if os.environ.get("CI") else settings.default.database,
 )
 test_random_command_sequences_keep_projections_equal_to_replay = Workflow.TestCase
