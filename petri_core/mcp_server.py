@@ -32,6 +32,7 @@ from .models import (
     StartOut,
     SubmitOut,
 )
+from .schema import explain, lean
 from .service import Service, lean_schema
 from .store import default_dish
 
@@ -57,40 +58,6 @@ WEB_READ = ToolAnnotations(
 WRITE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
-
-
-def lean(schema: dict[str, Any], *, closed: bool = False) -> dict[str, Any]:
-    """Strip titles and inline `$defs`; for input schemas (`closed`) also collapse nullable
-    optionals and refuse unknown properties. Output schemas keep `null` where a field may be null."""
-    defs = schema.get("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
-            out = {k: walk(v) for k, v in node.items() if k not in ("title", "$defs")}
-            any_of = out.get("anyOf")
-            if closed and isinstance(any_of, list) and len(any_of) == 2 and {"type": "null"} in any_of:
-                other = next(x for x in any_of if x != {"type": "null"})
-                out.pop("anyOf")
-                out = {**other, **out}
-            return out
-        if isinstance(node, list):
-            return [walk(x) for x in node]
-        return node
-
-    result: dict[str, Any] = walk(schema)
-    if closed and result.get("type") == "object":
-        result.setdefault("additionalProperties", False)
-    return result
-
-
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:6]:
-        where = ".".join(str(x) for x in err["loc"]) or "arguments"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 class PetriMCP(MCPServer[Any]):
@@ -124,7 +91,7 @@ class PetriMCP(MCPServer[Any]):
             if isinstance(exc.__cause__, ValidationError):
                 fields = ", ".join(sorted(tool.parameters.get("properties", {}))) if tool else ""
                 raise ToolError(
-                    f"rejected: invalid arguments for {name}: {_explain(exc.__cause__)}; "
+                    f"rejected: invalid arguments for {name}: {explain(exc.__cause__)}; "
                     f"send {fields} with the types in the tool's schema"
                 ) from None
             raise

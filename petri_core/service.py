@@ -43,6 +43,7 @@ from .models import (
 )
 from .quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
 from .roster import DEFAULT_PRESET, PRESETS, ROLES
+from .schema import explain, lean
 from .similarity import find_restatement, similarity, words
 from .store import Store, VerifyReport
 
@@ -83,35 +84,11 @@ def task_out(task: Task) -> TaskOut:
 
 
 def lean_schema(model: type[BaseModel], role: str | None = None) -> dict[str, Any]:
-    """A compact JSON schema: no titles, `$defs` inlined, the role's verdicts as an enum."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
-            out = {k: walk(v) for k, v in node.items() if k not in ("title", "description")}
-            if "anyOf" in out and len(out["anyOf"]) == 2 and {"type": "null"} in out["anyOf"]:
-                other = next(x for x in out.pop("anyOf") if x != {"type": "null"})
-                out = {**other, **out}
-            return out
-        if isinstance(node, list):
-            return [walk(x) for x in node]
-        return node
-
-    lean: dict[str, Any] = walk(schema)
-    if role and "verdict" in lean.get("properties", {}):
-        lean["properties"]["verdict"] = {"enum": list(ROLES[role].vocabulary)}
-    return lean
-
-
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:6]:
-        where = ".".join(str(x) for x in err["loc"]) or "result"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+    """A compact result schema: no titles or descriptions, `$defs` inlined, the role's verdicts as an enum."""
+    schema = lean(model.model_json_schema(), closed=True, drop=("description",))
+    if role and "verdict" in schema.get("properties", {}):
+        schema["properties"]["verdict"] = {"enum": list(ROLES[role].vocabulary)}
+    return schema
 
 
 def _slug(claim: str, taken: set[str]) -> str:
@@ -588,7 +565,7 @@ class Service:
         except ValidationError as exc:
             fields = ", ".join(lean_schema(model).get("properties", {}))
             raise Rejected(
-                f"result does not match the {task.role} schema: {_explain(exc)}",
+                f"result does not match the {task.role} schema: {explain(exc, 'result')}",
                 f"send an object with fields {fields} (see result_schema from petri_claim)",
             ) from None
 

@@ -114,6 +114,9 @@ async def test_tool_list_is_lean_annotated_and_complete(tools: tuple[Client, Ser
     assert listed["petri_cells"].annotations.read_only_hint is True  # type: ignore[union-attr]
     assert listed["petri_status"].annotations.read_only_hint is True  # type: ignore[union-attr]
     assert listed["petri_submit"].annotations.read_only_hint is False  # type: ignore[union-attr]
+    fetched = listed["petri_fetch"].output_schema or {}
+    assert {"title", "published", "untrusted", "text"} <= set(fetched["properties"])  # field names kept
+    assert fetched["properties"]["title"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
     clar = listed["petri_start"].input_schema["properties"]["clarifications"]
     assert clar["type"] == "array" and set(clar["items"]["properties"]) == {"question", "answer"}
 
