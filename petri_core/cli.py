@@ -483,3 +483,44 @@ def mcp(port: int | None) -> None:
     from .mcp_server import serve
 
     serve(http_port=port)
+
+
+@main.group()
+def install() -> None:
+    """Set a harness up to use Petri (Claude Code installs the plugin itself; see the README)."""
+
+
+@install.command("opencode")
+@click.option(
+    "--dir",
+    "project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="The OpenCode project to set up.",
+)
+@click.option(
+    "--local-model",
+    metavar="URL/NAME",
+    help="An OpenAI-compatible endpoint and model, e.g. http://127.0.0.1:11434/v1/qwen3:8b (Ollama).",
+)
+@click.option("--force", is_flag=True, help="Replace files that are not Petri's (after a backup).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def install_opencode_cmd(project: Path, local_model: str | None, force: bool, as_json: bool) -> None:
+    """Write opencode.json (Petri's MCP server and skills) and one OpenCode agent per role.
+
+    Idempotent: running it again changes nothing; Petri's own generated files are refreshed, and
+    a file you wrote is kept unless --force (which backs it up first).
+    """
+    from .install import install_opencode
+
+    written = install_opencode(project, local_model=local_model, force=force)
+    if as_json:
+        emit_json([{"path": str(w.path), "action": w.action} for w in written])
+        return
+    for w in written:
+        click.echo(f"{w.action:<10} {safe(w.path)}" if " " not in w.action else f"{safe(w.path)}: {w.action}")
+    if any(w.action.startswith("kept") for w in written):
+        click.echo("Some files were kept as they are; see above.", err=True)
+    click.echo("Next: run `opencode` in the project and ask it to research a claim with Petri.")

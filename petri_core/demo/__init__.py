@@ -9,7 +9,6 @@ convergence and its iteration, a stall resolved as a human would, and the verdic
 from __future__ import annotations
 
 import functools
-import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,13 +20,9 @@ import anyio
 
 from ..errors import PetriError
 from ..service import Service
+from .script import CLAIM, GUIDANCE, STALL_REASON, Cite, citation, plan
 
 PAGES = Path(__file__).parent / "pages"
-CLAIM = "Riverton's 2025 bike lanes cut downtown car traffic by a fifth"
-COUNTS = "Downtown car counts fell by about a fifth after the lanes opened in 2025"
-CAUSE = "The fall in downtown car traffic was caused by the bike lanes rather than other changes"
-MOVED = "Car traffic merely moved from downtown to the ring road and neighbouring streets"
-GUIDANCE = "Use the city's open-data counts for the ring road and residential streets"
 Say = Callable[[str], None]
 
 
@@ -48,14 +43,6 @@ def serve_pages() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def sentence(text: str, *needles: str) -> str:
-    """The sentence of a fetched page that holds every needle (the agent quotes what it read)."""
-    for part in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
-        if all(n.lower() in part.lower() for n in needles):
-            return part.strip()
-    raise LookupError(f"no sentence with {needles!r} in the page")
 
 
 class ScriptedAgent:
@@ -83,16 +70,8 @@ class ScriptedAgent:
             )
         return self.pages[page]
 
-    async def cite(self, page: str, stance: str, level: int, *needles: str) -> dict[str, Any]:
-        got = await self.fetch(page)
-        quote = sentence(got["text"], *needles)
-        return {
-            "source_id": got["source_id"],
-            "quote": quote,
-            "stance": stance,
-            "level": level,
-            "finding": f"{got['title']}: {quote[:80]}",
-        }
+    async def cite(self, cite: Cite) -> dict[str, Any]:
+        return citation(cite, await self.fetch(cite.page))
 
     async def work(self, task: dict[str, Any]) -> None:
         claim = await self.call("petri_claim", {"task_id": task["task_id"], "worker": task["agent"]})
@@ -100,7 +79,7 @@ class ScriptedAgent:
         text, iteration = context["cell"]["claim"], context["cell"]["iteration"]
         result = await self.decide(task, text, iteration, context)
         if result is None:
-            reason = "the only source on displaced traffic is a paywalled newspaper archive"
+            reason = STALL_REASON
             await self.call(
                 "petri_fail",
                 {"task_id": task["task_id"], "lease": claim["lease"], "reason": reason, "retryable": False},
@@ -127,116 +106,16 @@ class ScriptedAgent:
     async def decide(
         self, task: dict[str, Any], text: str, iteration: int, context: dict[str, Any]
     ) -> dict[str, Any] | None:
-        role, kind = task["role"], task["kind"]
-        if kind == "decompose":
-            shared = await self.call("petri_cells", {"text": COUNTS})
+        todo = plan(task["role"], task["kind"], text, iteration, context.get("directive"))
+        if todo.lookup:
+            shared = await self.call("petri_cells", {"text": todo.lookup})
             self.say(
                 f"    petri-decomposer looked for shared premises: {len(shared['cells'])} similar cell(s)"
             )
-            return {
-                "atomic": False,
-                "children": [
-                    {
-                        "text": COUNTS,
-                        "relation": "supports",
-                        "atomic": True,
-                        "bedrock_reason": "a measured count, checkable against the city's traffic data",
-                    },
-                    {
-                        "text": CAUSE,
-                        "relation": "supports",
-                        "atomic": True,
-                        "bedrock_reason": "a causal question answered by one controlled comparison",
-                    },
-                    {
-                        "text": MOVED,
-                        "relation": "rebuts",
-                        "atomic": True,
-                        "bedrock_reason": "a measured count on the surrounding roads",
-                    },
-                ],
-            }
-        if kind == "debate":
-            return {"response": f"The {role} has weighed the argument; the measured counts still stand."}
-        if role == "cell-lead":
-            return {
-                "summary": f"Iteration {iteration}: the skeptic showed the bridge closure may explain the drop.",
-                "directive": context.get("directive", "Address the skeptic's objection."),
-            }
-        return await self.assess(role, text, iteration)
-
-    async def assess(self, role: str, text: str, iteration: int) -> dict[str, Any] | None:
-        if text == MOVED and role == "investigator" and iteration == 1:
-            return None  # a stall: the agent honestly gives the task back for a human
-        if role == "investigator":
-            if text == MOVED:
-                return {
-                    "verdict": "EVIDENCE_CONTRADICTS",
-                    "summary": "Counts on the surrounding roads did not rise.",
-                    "citations": [
-                        await self.cite("ring-road-counts", "contradicts", 1, "ring road averaged"),
-                        await self.cite("transport-study", "contradicts", 3, "did not rise"),
-                    ],
-                }
-            if text == CAUSE and iteration >= 2:
-                return {
-                    "verdict": "EVIDENCE_SUFFICIENT",
-                    "summary": "A controlled study isolates the lanes' effect.",
-                    "citations": [
-                        await self.cite("transport-study", "supports", 3, "After adjusting"),
-                        await self.cite("transport-study", "supports", 3, "robust to excluding"),
-                    ],
-                }
-            page = "traffic-report" if text in (COUNTS, CLAIM) else "transport-study"
-            return {
-                "verdict": "EVIDENCE_SUFFICIENT",
-                "summary": "Primary measurements support the claim.",
-                "citations": [
-                    await self.cite("traffic-report", "supports", 1, "fell from 41,200"),
-                    await self.cite(
-                        page,
-                        "supports",
-                        1 if page == "traffic-report" else 3,
-                        "opened in March" if page == "traffic-report" else "After adjusting",
-                    ),
-                ],
-            }
-        if role == "freshness-checker":
-            return {"verdict": "EVIDENCE_CURRENT", "summary": "Every cited source was published in 2025."}
-        if role == "skeptic":
-            if text == CAUSE and iteration == 1:
-                return {
-                    "verdict": "CRITICAL_FLAW_FOUND",
-                    "summary": "The Old Mill Bridge closure diverted traffic in the same months; the lanes may "
-                    "not be the cause.",
-                    "citations": [
-                        await self.cite("bridge-closure", "contradicts", 4, "diverting an estimated")
-                    ],
-                }
-            return {
-                "verdict": "ARGUMENT_WITHSTANDS_CRITIQUE",
-                "summary": "No objection survives the evidence.",
-            }
-        if role == "champion":
-            if text == MOVED:
-                return {"verdict": "CANNOT_DEFEND", "summary": "Only an opinion blog supports displacement."}
-            return {
-                "verdict": "STRONG_CASE",
-                "summary": "Measured counts and a controlled study agree.",
-                "citations": [await self.cite("traffic-report", "supports", 1, "fell from 41,200")],
-            }
-        if role == "red-team":
-            return {
-                "verdict": "WEAK_DISPROVAL_CASE",
-                "summary": "A driver's blog claims traffic moved to side streets.",
-                "citations": [await self.cite("opinion-blog", "contradicts", 6, "side streets")],
-            }
-        if role == "evaluator":
-            return {
-                "verdict": "EVIDENCE_REFUTES" if text == MOVED else "EVIDENCE_CONFIRMS",
-                "summary": "Weighed the measured counts, the controlled study and the objections.",
-            }
-        raise LookupError(f"the demo script has no part for {role}")
+        if todo.fail:
+            return None
+        citations = [await self.cite(c) for c in todo.cites]
+        return {**todo.result, "citations": citations} if citations else dict(todo.result)
 
 
 async def _run(svc: Service, base: str, say: Say) -> str:
