@@ -244,7 +244,7 @@ def test_opencode_loads_the_installed_agents_skills_and_server(lab: Lab) -> None
     agents = lab.run("opencode", "agent", "list", timeout=120)
     assert agents.returncode == 0, agents.stderr
     for role in ROLES:
-        assert f"petri-{role} (subagent)" in agents.stdout
+        assert re.search(rf"^petri-{role} \(all\)", agents.stdout, re.M)
     config = json.loads(lab.run("opencode", "debug", "config", timeout=120).stdout)
     assert config["mcp"]["petri"]["type"] == "local" and config["model"] == "petri-local/fake-qwen"
     skills = {s["name"] for s in json.loads(lab.run("opencode", "debug", "skill", timeout=120).stdout)}

@@ -33,7 +33,7 @@ def test_writes_one_opencode_agent_per_role_with_only_its_tools(tmp_path: Path) 
     for source in agent_sources():
         text = (tmp_path / ".opencode" / "agent" / f"{source.name}.md").read_text()
         head, body = text.split("\n---\n", 1)
-        assert MARKER in head and "\nmode: subagent" in head and "tools:" not in head  # no Claude-format key
+        assert MARKER in head and "\nmode: all" in head and "tools:" not in head  # no Claude-format key
         allowed = re.findall(r"^  (\S+): allow$", head, re.M)
         assert '  "*": deny' in head and allowed  # deny by default, then the role's own tools
         assert all(t.startswith("petri_petri_") or t in {"websearch", "webfetch", "read"} for t in allowed)

@@ -32,6 +32,8 @@ from petri_core.demo.script import citation, plan
 
 MAIN, WORKER = "[[petri:main]]", "[[petri:worker]]"
 MAX_MAIN_STEPS = 400
+TASK = re.compile(r"\b(?:Petri task|Task) ([A-Za-z0-9][\w.-]*?)\.?(?=\s|$)")
+ROLE = re.compile(r"You are Petri's ([a-z-]+)\.")
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,8 @@ class Reply:
 
 def decide(conv: Conversation, options: dict[str, Any]) -> Reply:
     """The next move of whichever agent this conversation belongs to."""
-    if WORKER in conv.prompt:
+    headless = MAIN not in conv.prompt and ROLE.search(conv.system) and TASK.search(conv.prompt)
+    if WORKER in conv.prompt or headless:  # a dispatched subagent, or `petri run`'s one-task process
         return worker(conv, options)
     if MAIN in conv.prompt:
         return main(conv, options)
@@ -226,14 +229,16 @@ def worker(conv: Conversation, options: dict[str, Any]) -> Reply:
     prefix = next((t[: -len("petri_claim")] for t in conv.tools if t.endswith("petri_claim")), None)
     if prefix is None:
         return Reply(text="PETRI-E2E-FAILED: no petri_claim tool offered to the worker")
-    task = re.search(r"Petri task (\S+)", conv.prompt)
-    role = re.search(r"You are Petri's ([a-z-]+)\.", conv.system)
+    task = TASK.search(conv.prompt)
+    role = ROLE.search(conv.system)
     if not task or not role:
         return Reply(text="PETRI-E2E-FAILED: no task id in the prompt or no role in the system prompt")
     task_id = task.group(1)
+    named = re.search(r"as worker ([\w:-]+(?:\.[\w:-]+)*)", conv.prompt)
     calls = {c.name.removeprefix(prefix): c for c in conv.calls()}
     if "petri_claim" not in calls:
-        return Reply(((prefix + "petri_claim", {"task_id": task_id, "worker": f"petri-{role.group(1)}"}),))
+        name = named.group(1) if named else f"petri-{role.group(1)}"
+        return Reply(((prefix + "petri_claim", {"task_id": task_id, "worker": name}),))
     claim = _json(calls["petri_claim"].result)
     if not claim.get("lease"):
         return Reply(text=f"{task_id}: PETRI-E2E-FAILED claim {calls['petri_claim'].result!r}")
