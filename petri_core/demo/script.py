@@ -168,4 +168,18 @@ def _assess(role: str, text: str, iteration: int, stall: bool) -> Plan:
                 "summary": "Weighed the measured counts, the controlled study and the objections.",
             }
         )
+    if role in ADVISORY:
+        verdict, summary = ADVISORY[role]
+        return Plan({"verdict": verdict, "summary": summary})
     raise LookupError(f"the demo script has no part for {role}")
+
+
+#: The roles only the thorough preset adds: one fixed, passing judgement each.
+ADVISORY = {
+    "socratic": ("CLARIFIED", "Terms defined: 'downtown' is the cordon of the 2024 counts; 'a fifth' is 20 % ± 2."),
+    "dependency-auditor": ("DEPENDENCIES_CLEAN", "The claim follows from its premises; no circular support."),
+    "pragmatist": ("DIRECTIONALLY_CORRECT", "Other cities saw similar drops after protected lanes."),
+    "simplifier": ("APPROPRIATELY_SCOPED", "The claim is as simple as the evidence allows."),
+    "triage": ("HIGH_VALUE", "The council's budget vote for more lanes depends on the answer."),
+    "impact-assessor": ("CRITICAL_PATH", "The root claim rests on this premise."),
+}
