@@ -62,6 +62,11 @@ convergence check runs in the same transaction as the submission that completes 
 
 ## Debates
 
+A pair debates only when it disagrees in the current iteration: one side's latest verdict is a
+block verdict and the other's is not (`roster.disagree`; the `has_debate` guard). Two sides that
+agree, or a side with no verdict, hold no debate: a turn would be a model call that changes
+nothing. The responder answers first; with the final word the opener rebuts.
+
 | opener | responder | opener gets the final word |
 |---|---|---|
 {debates}

@@ -55,6 +55,8 @@ class Ctx:
     require_approval: bool = False
     outcome: str | None = None
     stalled_from: str | None = None
+    #: role → latest verdict of this iteration (debates run only between pairs that disagree)
+    latest: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ GUARDS: Mapping[str, Callable[[Ctx], bool]] = {
     "needs_decomposition": lambda c: not c.leaf,
     "socratic_first": lambda c: "socratic" in c.preset and c.iteration == 0,
     "has_critique": lambda c: bool(phase_steps("critique", c.preset)),
-    "has_debate": lambda c: bool(debate_steps(c.preset)),
+    "has_debate": lambda c: bool(debate_steps(c.preset, c.latest)),
     "has_cell_lead": _has("cell-lead"),
     "has_red_team": _has("red-team"),
     "outcome_validated": lambda c: c.outcome == "validated",
@@ -318,6 +320,7 @@ class _Work:
             leaf=self.cell.atomic or self.cell.leaf_reason is not None,
             require_approval=self.settings.require_approval,
             stalled_from=self.cell.stalled_from,
+            latest={role: v.verdict for role, v in self.latest().items()},
             **extra,
         )
 
@@ -426,7 +429,7 @@ class _Work:
 
     def _steps(self, phase: str) -> tuple[tuple[Any, ...], ...]:
         if phase == "debate":
-            return debate_steps(self.settings.preset)
+            return debate_steps(self.settings.preset, {role: v.verdict for role, v in self.latest().items()})
         return phase_steps(phase, self.settings.preset)  # type: ignore[arg-type]
 
     def _start_step(self, phase: str, step: int) -> None:

@@ -78,6 +78,10 @@ class Role:
     def gates(self) -> bool:
         return self.gating in ("blocking", "conditional")
 
+    def blocks(self, verdict: str) -> bool:
+        """Whether this verdict holds a cell back (one of the role's block verdicts)."""
+        return verdict in self.block_verdicts
+
     def citation_rule(self, verdict: str) -> CitationRule | None:
         return next((r for r in self.citation_rules if verdict in r.verdicts), None)
 
@@ -288,9 +292,34 @@ class Turn:
         return f"{self.role}-re-{self.opener}"
 
 
-def debate_steps(preset: frozenset[str]) -> tuple[tuple[Turn, ...], ...]:
-    """The debate phase for a preset: first every response, then the final-word rebuttals."""
-    active = [d for d in DEBATES if d.opener in preset and d.responder in preset]
+def disagree(debate: Debate, latest: Mapping[str, str]) -> bool:
+    """Whether a pair is in real disagreement: one side's latest verdict blocks, the other's passes.
+
+    Two sides that agree (both pass, or both block) have nothing to debate; a turn would be a
+    model call that changes nothing. A side without a verdict cannot be answered either.
+    """
+    sides = [latest.get(debate.opener), latest.get(debate.responder)]
+    if None in sides:
+        return False
+    blocks = [
+        ROLES[role].blocks(verdict)
+        for role, verdict in zip((debate.opener, debate.responder), sides, strict=True)
+    ]
+    return blocks[0] != blocks[1]
+
+
+def debate_steps(
+    preset: frozenset[str], latest: Mapping[str, str] | None = None
+) -> tuple[tuple[Turn, ...], ...]:
+    """The debate phase for a preset: first every response, then the final-word rebuttals.
+
+    With `latest` (role → latest verdict of this iteration) only the pairs that disagree debate;
+    without it, every pair the preset could hold (the docs and the diagram)."""
+    active = [
+        d
+        for d in DEBATES
+        if d.opener in preset and d.responder in preset and (latest is None or disagree(d, latest))
+    ]
     responses = tuple(Turn(d.responder, d.opener) for d in active)
     rebuttals = tuple(Turn(d.opener, d.responder, rebuttal=True) for d in active if d.final_word)
     return tuple(step for step in (responses, rebuttals) if step)

@@ -91,7 +91,13 @@ def test_guards_route_by_preset() -> None:
     assert select(CELL_TABLE, "new", "plant", Ctx(preset=quick, leaf=True)).target == "research"
     assert select(CELL_TABLE, "new", "plant", Ctx(preset=quick)).target == "decomposing"
     assert select(CELL_TABLE, "critique", "phase_done", Ctx(preset=quick)).target == "converging"
-    assert select(CELL_TABLE, "critique", "phase_done", Ctx(preset=thorough)).target == "debate"
+    clash = {"skeptic": "CRITICAL_FLAW_FOUND", "champion": "STRONG_CASE"}
+    agree = {"skeptic": "ARGUMENT_WITHSTANDS_CRITIQUE", "champion": "STRONG_CASE"}
+    assert select(CELL_TABLE, "critique", "phase_done", Ctx(preset=thorough, latest=clash)).target == "debate"
+    assert (
+        select(CELL_TABLE, "critique", "phase_done", Ctx(preset=thorough, latest=agree)).target
+        == "converging"
+    )
     assert select(CELL_TABLE, "converging", "converged", Ctx(preset=quick)).target == "evaluation"
     assert select(CELL_TABLE, "converging", "not_converged", Ctx(preset=quick)).target == "research"
     assert select(CELL_TABLE, "converging", "not_converged", Ctx(preset=thorough)).target == "synthesis"
@@ -261,6 +267,36 @@ def test_debates_are_turns_with_the_skeptic_getting_the_final_word() -> None:
         ["skeptic-re-champion"],
     ]
     assert debate_steps(PRESETS["quick"]) == ()
+
+
+def test_only_pairs_that_disagree_debate() -> None:
+    standard, thorough = PRESETS["standard"], PRESETS["thorough"]
+    objection = {"skeptic": "CRITICAL_FLAW_FOUND", "champion": "STRONG_CASE"}
+    assert [[t.key for t in s] for s in debate_steps(standard, objection)] == [
+        ["champion-re-skeptic"],
+        ["skeptic-re-champion"],
+    ]
+    # Both pass, or both block (the champion concedes the skeptic's point): nothing to argue.
+    assert (
+        debate_steps(standard, {"skeptic": "ARGUMENT_WITHSTANDS_CRITIQUE", "champion": "STRONG_CASE"}) == ()
+    )
+    assert debate_steps(standard, {"skeptic": "CRITICAL_FLAW_FOUND", "champion": "CANNOT_DEFEND"}) == ()
+    # The champion cannot defend what the skeptic let stand: that is a disagreement too.
+    assert debate_steps(standard, {"skeptic": "ARGUMENT_WITHSTANDS_CRITIQUE", "champion": "CANNOT_DEFEND"})
+    # A side without a verdict (it failed, or was skipped) cannot be answered.
+    assert debate_steps(standard, {"skeptic": "CRITICAL_FLAW_FOUND"}) == ()
+    # An advisory role never blocks, so its pair debates only when the other side objects.
+    triage_objects = {
+        "triage": "LOW_VALUE_DEFER",
+        "impact-assessor": "CRITICAL_PATH",
+        "simplifier": "APPROPRIATELY_SCOPED",
+        "skeptic": "ARGUMENT_WITHSTANDS_CRITIQUE",
+        "champion": "STRONG_CASE",
+        "pragmatist": "PRODUCTION_READY",
+    }
+    assert [[t.key for t in s] for s in debate_steps(thorough, triage_objects)] == [
+        ["impact-assessor-re-triage"]
+    ]
 
 
 def test_citation_rules_per_role() -> None:

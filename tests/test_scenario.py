@@ -123,8 +123,7 @@ def test_whole_run_reaches_a_root_verdict_through_iteration_breaker_and_human_re
         "synthesis",
         "research",
         "critique",
-        "debate",
-        "converging",
+        "converging",  # skeptic and champion now agree: no debate to hold
         "red_team",
         "evaluation",
         "validated",
@@ -138,10 +137,10 @@ def test_whole_run_reaches_a_root_verdict_through_iteration_breaker_and_human_re
     assert final[b.cell_id].state == "validated" and final[b.cell_id].iteration == 4
     assert final[b.cell_id].cycle_start == 4
     assert final[root.cell_id].state == "validated"
-    assert states_of(svc, b.cell_id) == (
-        ["research", "critique", "debate", "converging", "synthesis"] * 2
-        + ["research", "critique", "debate", "converging", "stalled"]
-        + ["research", "critique", "debate", "converging", "red_team", "evaluation", "validated"]
+    assert states_of(svc, b.cell_id) == (  # skeptic and champion agree throughout: no debates
+        ["research", "critique", "converging", "synthesis"] * 2
+        + ["research", "critique", "converging", "stalled"]
+        + ["research", "critique", "converging", "red_team", "evaluation", "validated"]
     )
     # Parents became eligible only once their children were final.
     log = svc.log()
