@@ -298,14 +298,10 @@ def disagree(debate: Debate, latest: Mapping[str, str]) -> bool:
     Two sides that agree (both pass, or both block) have nothing to debate; a turn would be a
     model call that changes nothing. A side without a verdict cannot be answered either.
     """
-    sides = [latest.get(debate.opener), latest.get(debate.responder)]
-    if None in sides:
+    opener, responder = latest.get(debate.opener), latest.get(debate.responder)
+    if opener is None or responder is None:
         return False
-    blocks = [
-        ROLES[role].blocks(verdict)
-        for role, verdict in zip((debate.opener, debate.responder), sides, strict=True)
-    ]
-    return blocks[0] != blocks[1]
+    return ROLES[debate.opener].blocks(opener) != ROLES[debate.responder].blocks(responder)
 
 
 def debate_steps(

@@ -176,7 +176,10 @@ def _assess(role: str, text: str, iteration: int, stall: bool) -> Plan:
 
 #: The roles only the thorough preset adds: one fixed, passing judgement each.
 ADVISORY = {
-    "socratic": ("CLARIFIED", "Terms defined: 'downtown' is the cordon of the 2024 counts; 'a fifth' is 20 % ± 2."),
+    "socratic": (
+        "CLARIFIED",
+        "Terms defined: 'downtown' is the cordon of the 2024 counts; 'a fifth' is 20 % ± 2.",
+    ),
     "dependency-auditor": ("DEPENDENCIES_CLEAN", "The claim follows from its premises; no circular support."),
     "pragmatist": ("DIRECTIONALLY_CORRECT", "Other cities saw similar drops after protected lanes."),
     "simplifier": ("APPROPRIATELY_SCOPED", "The claim is as simple as the evidence allows."),
