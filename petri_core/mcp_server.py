@@ -77,24 +77,58 @@ class PetriMCP(MCPServer[Any]):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         tool = self._tool_manager.get_tool(name)
-        if tool is not None:
-            allowed = set(tool.parameters.get("properties", {}))
-            unknown = sorted(set(arguments) - allowed)
-            if unknown:
-                raise ToolError(
-                    f"rejected: unknown argument(s) {', '.join(unknown)} for {name}; "
-                    f"allowed arguments: {', '.join(sorted(allowed))}"
-                )
+        if tool is None:
+            names = ", ".join(sorted(t.name for t in self._tool_manager.list_tools()))
+            raise ToolError(f"rejected: unknown tool {_shown(name)}; the tools are: {names}")
+        allowed = set(tool.parameters.get("properties", {}))
+        unknown = sorted(set(arguments) - allowed)
+        if unknown:
+            raise ToolError(
+                f"rejected: unknown argument(s) {', '.join(map(_shown, unknown))} for {name}; "
+                f"allowed arguments: {', '.join(sorted(allowed))}"
+            )
+        problem = _unstorable(arguments)
+        if problem:
+            raise ToolError(f"rejected: the arguments of {name} hold {problem}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             if isinstance(exc.__cause__, ValidationError):
-                fields = ", ".join(sorted(tool.parameters.get("properties", {}))) if tool else ""
+                fields = ", ".join(sorted(allowed))
                 raise ToolError(
                     f"rejected: invalid arguments for {name}: {explain(exc.__cause__)}; "
                     f"send {fields} with the types in the tool's schema"
                 ) from None
+            if type(exc.__cause__) is ToolError and str(exc.__cause__).startswith("rejected:"):
+                raise ToolError(str(exc.__cause__)) from None  # the SDK's "Error executing tool" prefix
             raise
+
+
+MAX_DEPTH = 32
+
+
+def _shown(text: str) -> str:
+    """A caller-supplied name, safe and short enough to echo in a message."""
+    return text if text.isprintable() and len(text) <= 60 else repr(text[:60])
+
+
+def _unstorable(value: Any) -> str | None:
+    """What makes arguments unstorable: a lone surrogate (invalid Unicode) or nesting too deep."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"JSON nested deeper than {MAX_DEPTH} levels; flatten it (results need 3 levels at most)"
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "invalid Unicode (a lone surrogate); send well-formed UTF-8 text"
+        elif isinstance(item, dict):
+            stack += [(k, depth) for k in item] + [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+    return None
 
 
 def door(fn: F) -> F:
