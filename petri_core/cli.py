@@ -100,6 +100,8 @@ def _print_status(data: dict[str, Any]) -> None:
         tasks = ", ".join(f"{k} {v}" for k, v in sorted(run["tasks"].items()))
         click.echo(f"  cells: {cells or 'none'}")
         click.echo(f"  tasks: {tasks or 'none'}")
+        if run.get("usage", {}).get("processes"):
+            click.echo(f"  usage: {_usage_line(run['usage'])}")
         for lease in run["leases"]:
             flag = " (expired)" if lease["expired"] else ""
             click.echo(
@@ -112,6 +114,20 @@ def _print_status(data: dict[str, Any]) -> None:
         for item in data["needs_human"]:
             click.echo(safe(f"  {item['cell_id']}: {item['reason']}"))
             click.echo(safe(f"    → {item['command']}"))
+
+
+def _usage_line(u: dict[str, Any]) -> str:
+    """Measured harness usage in one line: processes, tokens (with the split), model calls, cost."""
+    split = f"in {u['input_tokens']:,} / out {u['output_tokens']:,}"
+    cache = u["cache_read_tokens"] + u["cache_write_tokens"]
+    if cache:
+        split += f" / cache {cache:,}"
+    if u["reasoning_tokens"]:
+        split += f" / reasoning {u['reasoning_tokens']:,}"
+    return (
+        f"{u['processes']} harness process{'es' if u['processes'] != 1 else ''} · {u['tokens']:,} tokens "
+        f"({split}) · {u['model_calls']} model calls · ${u['cost_usd']:.4f}"
+    )
 
 
 @main.command()
@@ -147,7 +163,15 @@ def show(cell_id: str, as_json: bool) -> None:
     if data["tasks"]:
         click.echo("  tasks:")
         for t in data["tasks"]:
-            click.echo(safe(f"    {t['task_id']}  {t['status']}  attempt {t['attempt']}"))
+            used = t.get("usage", {})
+            cost = (
+                f"  · {used['tokens']:,} tokens · {used['model_calls']} calls · ${used['cost_usd']:.4f}"
+                if used.get("processes")
+                else ""
+            )
+            click.echo(safe(f"    {t['task_id']}  {t['status']}  attempt {t['attempt']}{cost}"))
+    if data.get("usage", {}).get("processes"):
+        click.echo(f"  usage: {_usage_line(data['usage'])}")
     if data["verdicts"]:
         click.echo("  verdicts:")
         for v in data["verdicts"]:
@@ -411,7 +435,7 @@ def report(run_id: str, fmt: str, output: Path | None) -> None:
     """A run's report: claim tree, cases for and against, iterations, debates, audit trail."""
     text = _service().report(run_id, fmt)
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(safe(text), nl=False)  # to a terminal: no escape sequences from the run's content
         return
     output.write_text(text)
     click.echo(f"wrote {output}")
@@ -466,6 +490,115 @@ def otel_export(run_id: str, endpoint: str | None) -> None:
         run = st.run(run_id).model_dump()
         events = st.events(run_id=run_id)
     click.echo(f"sent {export(plan(run, events), endpoint)} spans for run {run_id}")
+
+
+@main.command()
+@click.argument("claim", required=False)
+@click.option(
+    "--resume", "resume_run", metavar="RUN", help="Continue this run (after a stop, a budget or a crash)."
+)
+@click.option(
+    "--harness",
+    type=click.Choice(["claude", "opencode"]),
+    help="The harness that plays the agents [default: claude; on --resume the last runner's].",
+)
+@click.option(
+    "-j", "--jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Tasks at a time."
+)
+@click.option(
+    "--preset", default="standard", show_default=True, help="quick, standard or thorough (new runs)."
+)
+@click.option("--max-depth", type=int, help="How deep the claim may be decomposed (new runs).")
+@click.option("--attempt-cap", type=int, help="Attempts per task before its cell is parked (new runs).")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Stop dispatching at tasks=N (harness processes), tokens=N or usd=X, over the whole run; "
+    "repeatable; a resumed run keeps its budget unless given again (KEY=none lifts one).",
+)
+@click.option("--task-timeout", default=900.0, show_default=True, help="Seconds before a child is stopped.")
+@click.option(
+    "--backoff", default=30.0, show_default=True, help="Seconds before a failed task is retried (doubles)."
+)
+@click.option(
+    "--heartbeat", type=float, help="Seconds between lease renewals [default: a third of the lease]."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="A machine-readable summary at the end (progress on stderr)."
+)
+@domain_errors
+def run(
+    claim: str | None,
+    resume_run: str | None,
+    harness: str | None,
+    jobs: int,
+    preset: str,
+    max_depth: int | None,
+    attempt_cap: int | None,
+    budgets: tuple[str, ...],
+    task_timeout: float,
+    backoff: float,
+    heartbeat: float | None,
+    as_json: bool,
+) -> None:
+    """Research a claim headless: one harness process per ready task, until done, a human or the budget.
+
+    Each task runs as `claude -p` (or `opencode run`) with the role's agent. Leases are held for
+    the children; a child that crashes, hangs or exits without submitting has its task retried
+    with backoff; rate limits pause dispatching until their reset. Ctrl-C stops cleanly, and
+    `petri run --resume RUN` continues where the log says.
+    """
+    import time
+
+    from .runner import EXIT_INTERRUPTED, Runner, Settings, find_binary, opencode_project, parse_budget
+
+    if bool(claim) == bool(resume_run):
+        raise click.UsageError("give a CLAIM to start a run, or --resume RUN (not both)")
+    svc = _service()
+    budget = parse_budget(budgets)
+    if resume_run:
+        run_id = svc.run(resume_run).run_id
+        known = svc.runners(run_id)
+        harness = harness or (known[-1]["harness"] if known else "claude")
+    else:
+        harness = harness or "claude"
+    find_binary(harness)  # before a run is started, so a missing harness creates nothing
+    if harness == "opencode":
+        opencode_project(Path.cwd())  # likewise: the project must have Petri's OpenCode setup
+    if claim:
+        settings = {
+            k: v for k, v in (("max_depth", max_depth), ("attempt_cap", attempt_cap)) if v is not None
+        }
+        run_id = svc.start(claim, preset=preset, **settings).run_id
+
+    def say(line: str) -> None:
+        click.echo(safe(f"{time.strftime('%H:%M:%S')} {line}"), err=as_json)
+
+    runner = Runner(
+        svc,
+        run_id,
+        Settings(
+            harness=harness,
+            jobs=jobs,
+            budget=budget,
+            task_timeout_s=task_timeout,
+            backoff_s=backoff,
+            heartbeat_s=heartbeat,
+        ),
+        say,
+    )
+    summary = runner.run()
+    if as_json:
+        emit_json(summary)
+    else:
+        say(f"stopped: {summary['message']}")
+        _print_status(svc.status(run_id))
+        if summary["resume"]:
+            click.echo(f"\ncontinue with: {summary['resume']}")
+    if summary["stopped"] == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command()

@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from .models import (
     HumanItem,
     NextOut,
     ResolveOut,
+    Run,
     SearchHit,
     SearchOut,
     SimilarCell,
@@ -730,6 +731,101 @@ class Service:
             )
         return row.target
 
+    # ---------------------------------------------------------------- headless runners and usage
+
+    def runner_started(
+        self,
+        run_id: str,
+        runner: str,
+        *,
+        pid: int,
+        harness: str,
+        jobs: int,
+        budget: Mapping[str, float | None],
+    ) -> None:
+        """Record that a headless runner (`petri run`) drives a run; its workers are `run-<runner>-<n>`."""
+        payload = {"runner": runner, "pid": pid, "harness": harness, "jobs": jobs, "budget": dict(budget)}
+        with self.open() as st, st.write():
+            st.run(run_id)
+            st.append([NewEvent("runner_started", payload, run_id, actor=f"runner:{runner}")], self.now())
+
+    def runner_stopped(self, run_id: str, runner: str, reason: str, summary: dict[str, Any]) -> None:
+        """Record why a runner stopped (done, needs_human, budget, interrupted, or died)."""
+        payload = {"runner": runner, "reason": reason, "summary": summary}
+        with self.open() as st, st.write():
+            st.append([NewEvent("runner_stopped", payload, run_id, actor=f"runner:{runner}")], self.now())
+
+    def runners(self, run_id: str) -> list[dict[str, Any]]:
+        with self.open(create=False) as st, st.read():
+            return st.runners(run_id)
+
+    def record_transcript(
+        self,
+        task_id: str,
+        *,
+        runner: str,
+        worker: str,
+        harness: str,
+        exit_code: int | None,
+        duration_s: float,
+        outcome: str,
+        usage: dict[str, Any],
+        transcript: bytes,
+    ) -> str:
+        """Store a harness process's output (content-addressed) and its measured usage, in one transaction."""
+        now = self.now()
+        with self.open() as st, st.write():
+            task = st.task(task_id)
+            digest = st.put_blob(transcript)
+            payload = {
+                "attempt": task.attempt,
+                "runner": runner,
+                "worker": worker,
+                "harness": harness,
+                "exit_code": exit_code,
+                "duration_s": round(duration_s, 3),
+                "outcome": outcome[:500],
+                "usage": usage,
+                "transcript_hash": digest,
+                "transcript_bytes": len(transcript),
+            }
+            event = NewEvent(
+                "task_transcript", payload, task.run_id, task.cell_id, task_id, actor=f"runner:{runner}"
+            )
+            st.append([event], now)
+        return digest
+
+    def transcript(self, task_id: str, attempt: int | None = None) -> bytes:
+        """The stored harness output of a task's latest process (or of one attempt)."""
+        with self.open(create=False) as st, st.read():
+            rows = [r for r in st.usage_rows(task_id=task_id) if attempt is None or r["attempt"] == attempt]
+            if not rows:
+                st.task(task_id)
+                raise NotFound(
+                    f"no transcript for task {task_id}" + (f" attempt {attempt}" if attempt else ""),
+                    "transcripts exist for tasks run by `petri run`",
+                )
+            return st.blob(rows[-1]["transcript_hash"])
+
+    def usage(self, run_id: str) -> dict[str, Any]:
+        """A run's measured harness usage: processes, tokens, cost and model calls."""
+        with self.open(create=False) as st, st.read():
+            st.run(run_id)
+            return st.usage_totals(run_id=run_id)
+
+    def task(self, task_id: str) -> Task:
+        with self.open(create=False) as st, st.read():
+            return st.task(task_id)
+
+    def run(self, run_id: str) -> Run:
+        with self.open(create=False) as st, st.read():
+            return st.run(run_id)
+
+    def open_tasks(self, run_id: str) -> list[Task]:
+        """A run's ready and leased tasks (read-only: no reaping)."""
+        with self.open(create=False) as st, st.read():
+            return st.open_tasks(run_id)
+
     # ---------------------------------------------------------------- sources and evidence
 
     def add_source(
@@ -792,6 +888,7 @@ class Service:
             source = st.recent_fetch(url, since)
         if source is None:
             got = fetch_url(url, self.fetch_policy())
+            page_text(got.text, page)  # a page that does not exist is rejected before anything is stored
             source = self.add_source(
                 url=got.requested_url,
                 final_url=got.final_url,
@@ -912,6 +1009,7 @@ class Service:
                         "cells": st.cell_counts(run.run_id),
                         "tasks": st.task_counts(run.run_id),
                         "leases": leases,
+                        "usage": st.usage_totals(run_id=run.run_id),
                     }
                 )
             inbox = [human_item(c).model_dump() for c in st.inbox(run_id)]
@@ -936,7 +1034,11 @@ class Service:
                     {"cell_id": c.cell_id, "text": c.text, "state": c.state, "relation": e.relation}
                     for e, c in st.children(cell_id)
                 ],
-                "tasks": [t.model_dump(exclude={"outcome"}) for t in st.tasks_of_cell(cell_id)],
+                "tasks": [
+                    {**t.model_dump(exclude={"outcome"}), "usage": st.usage_totals(task_id=t.task_id)}
+                    for t in st.tasks_of_cell(cell_id)
+                ],
+                "usage": st.usage_totals(cell_id=cell_id),
                 "verdicts": [v.model_dump() for v in st.verdicts(cell_id)],
                 "citations": [c.model_dump() for c in st.citations(cell_id)],
                 "evidence": st.evidence(cell_id),
@@ -1016,7 +1118,7 @@ class Service:
     def verify(self) -> VerifyReport:
         """Hash chain intact, triggers present, projections equal a replay, every quote in its source."""
         with self.open(create=False) as st, st.read():
-            problems = st.check_triggers() + st.check_chain() + st.check_projections()
+            problems = st.check_triggers() + st.check_chain() + st.check_projections() + st.check_blobs()
             rows = st.conn.execute(
                 "SELECT c.citation_id, c.source_id, c.quote, s.text FROM citations c "
                 "LEFT JOIN sources s ON s.source_id = c.source_id ORDER BY c.citation_id"

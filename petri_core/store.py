@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -60,7 +61,19 @@ PROJECTIONS: Mapping[str, str] = {
         source_id TEXT NOT NULL, fetched_at TEXT NOT NULL)""",
     "evidence": """CREATE TABLE evidence (cell_id TEXT NOT NULL, source_id TEXT NOT NULL,
         iteration INTEGER NOT NULL, note TEXT, at TEXT NOT NULL, PRIMARY KEY (cell_id, source_id, iteration))""",
+    "usage": """CREATE TABLE usage (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell_id TEXT NOT NULL,
+        task_id TEXT NOT NULL, attempt INTEGER NOT NULL, runner TEXT NOT NULL, worker TEXT NOT NULL,
+        harness TEXT NOT NULL, exit_code INTEGER, duration_s REAL NOT NULL, outcome TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+        model_calls INTEGER NOT NULL, model TEXT, transcript_hash TEXT NOT NULL,
+        transcript_bytes INTEGER NOT NULL, at TEXT NOT NULL)""",
+    "runners": """CREATE TABLE runners (runner_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, pid INTEGER NOT NULL,
+        harness TEXT NOT NULL, jobs INTEGER NOT NULL, budget TEXT NOT NULL, started_at TEXT NOT NULL,
+        stopped_at TEXT, stop_reason TEXT)""",
 }
+#: Projection tables a later migration added (an older dish gets them empty: it cannot hold their events).
+ADDED: Mapping[str, str] = {"usage": "m002_usage_runners_blobs", "runners": "m002_usage_runners_blobs"}
 INDEXES = (
     "CREATE INDEX cells_run ON cells (run_id, state)",
     "CREATE INDEX edges_parent ON edges (parent_id)",
@@ -70,7 +83,20 @@ INDEXES = (
     "CREATE INDEX verdicts_cell ON verdicts (cell_id, iteration)",
     "CREATE INDEX citations_cell ON citations (cell_id)",
     "CREATE INDEX fetches_url ON fetches (url, fetched_at)",
+    "CREATE INDEX usage_run ON usage (run_id)",
+    "CREATE INDEX usage_cell ON usage (cell_id)",
 )
+#: Content-addressed storage (harness transcripts): written beside the event that names the hash,
+#: in the same transaction; never a projection, never updated or deleted.
+BLOBS_DDL = (
+    """CREATE TABLE blobs (hash TEXT PRIMARY KEY, encoding TEXT NOT NULL, size INTEGER NOT NULL,
+        data BLOB NOT NULL)""",
+    """CREATE TRIGGER blobs_no_update BEFORE UPDATE ON blobs
+        BEGIN SELECT RAISE(ABORT, 'blobs are immutable: UPDATE refused'); END""",
+    """CREATE TRIGGER blobs_no_delete BEFORE DELETE ON blobs
+        BEGIN SELECT RAISE(ABORT, 'blobs are immutable: DELETE refused'); END""",
+)
+BLOB_COMPRESS_AT = 4096
 EVENTS_DDL = (
     """CREATE TABLE events (seq INTEGER PRIMARY KEY, run_id TEXT, cell_id TEXT, task_id TEXT, type TEXT NOT NULL,
         actor TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL, prev_hash TEXT NOT NULL,
@@ -100,7 +126,7 @@ CELL_FIELDS = frozenset(
         "proposal",
     }
 )
-JSON_COLUMNS = {"settings", "clarifications", "proposal", "outcome"}
+JSON_COLUMNS = {"settings", "clarifications", "proposal", "outcome", "budget"}
 
 
 def canonical(value: Any) -> str:
@@ -364,6 +390,51 @@ def _apply_evidence(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str,
     )
 
 
+def _apply_task_transcript(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    u = p["usage"]
+    c.execute(
+        "INSERT INTO usage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            e["seq"],
+            e["run_id"],
+            e["cell_id"],
+            e["task_id"],
+            p["attempt"],
+            p["runner"],
+            p["worker"],
+            p["harness"],
+            p["exit_code"],
+            p["duration_s"],
+            p["outcome"],
+            u["input_tokens"],
+            u["output_tokens"],
+            u["cache_read_tokens"],
+            u["cache_write_tokens"],
+            u["reasoning_tokens"],
+            u["cost_usd"],
+            u["model_calls"],
+            u["model"],
+            p["transcript_hash"],
+            p["transcript_bytes"],
+            e["at"],
+        ),
+    )
+
+
+def _apply_runner_started(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "INSERT INTO runners VALUES (?,?,?,?,?,?,?,NULL,NULL)",
+        (p["runner"], e["run_id"], p["pid"], p["harness"], p["jobs"], canonical(p["budget"]), e["at"]),
+    )
+
+
+def _apply_runner_stopped(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
+    c.execute(
+        "UPDATE runners SET stopped_at=?, stop_reason=? WHERE runner_id=?",
+        (e["at"], p["reason"], p["runner"]),
+    )
+
+
 def _no_projection(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
     """Events kept for the record only (convergence checks, human decisions, usage)."""
 
@@ -391,6 +462,9 @@ APPLY: Mapping[str, Callable[[sqlite3.Connection, Mapping[str, Any], Mapping[str
     "convergence_checked": _no_projection,
     "human_decided": _no_projection,
     "task_failed": _no_projection,
+    "task_transcript": _apply_task_transcript,
+    "runner_started": _apply_runner_started,
+    "runner_stopped": _apply_runner_stopped,
 }
 
 
@@ -403,11 +477,12 @@ def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any], payload: Map
     handler(conn, event, payload)
 
 
-def create_projections(conn: sqlite3.Connection) -> None:
-    for ddl in PROJECTIONS.values():
-        conn.execute(ddl)
+def create_projections(conn: sqlite3.Connection, tables: Sequence[str] = tuple(PROJECTIONS)) -> None:
+    for name in tables:
+        conn.execute(PROJECTIONS[name])
     for ddl in INDEXES:
-        conn.execute(ddl)
+        if ddl.split(" ON ")[1].split(" (")[0] in tables:
+            conn.execute(ddl)
 
 
 # ---------------------------------------------------------------- migrations
@@ -422,7 +497,14 @@ def _migrations() -> Any:
     def m001(db: Any) -> None:
         for ddl in EVENTS_DDL:
             db.execute(ddl)
-        create_projections(db.conn)
+        create_projections(db.conn, [t for t in PROJECTIONS if t not in ADDED])
+
+    @migrations(name="m002_usage_runners_blobs")
+    def m002(db: Any) -> None:
+        added = [t for t, name in ADDED.items() if name == "m002_usage_runners_blobs"]
+        create_projections(db.conn, added)
+        for ddl in BLOBS_DDL:
+            db.execute(ddl)
 
     return migrations
 
@@ -458,6 +540,21 @@ def _retry_locked(action: Callable[[], object], path: Path | None = None) -> Non
             delay = min(delay * 2, 0.5)
 
 
+def _failure(action: str, path: Path, exc: sqlite3.Error) -> str:
+    """Why the dish cannot be opened or written, and what to do about it."""
+    text = str(exc)
+    folder = path.parent
+    read_only = not os.access(folder, os.W_OK) or bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    if "full" in text:
+        return f"cannot {action} the dish {path}: the disk is full ({text}); free some space and retry"
+    if read_only or "readonly" in text:
+        return (
+            f"cannot {action} the dish {path}: it is read-only ({text}); make the file and its folder "
+            "writable (SQLite also writes -wal and -shm files beside it), or copy the dish elsewhere"
+        )
+    return f"cannot {action} the dish {path}: {text}"
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What `petri verify` found: an empty `problems` list means the dish is intact."""
@@ -490,7 +587,9 @@ class Store:
             _retry_locked(self._ensure_wal)
             self._migrate()
         except sqlite3.Error as exc:
-            raise DishError(f"cannot open the dish {self.path}: {exc}") from exc
+            if hasattr(self, "conn"):
+                self.conn.close()
+            raise DishError(_failure("open", self.path, exc)) from exc
 
     def _ensure_wal(self) -> None:
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -546,13 +645,15 @@ class Store:
         try:
             self._begin()
         except sqlite3.Error as exc:
-            raise DishError(f"cannot write the dish {self.path}: {exc}") from exc
+            raise DishError(_failure("write", self.path, exc)) from exc
         try:
             yield self
             self.conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):  # disk full, read-only, I/O error: not a bug
+                raise DishError(_failure("write", self.path, exc) + "; nothing was written") from exc
             raise
 
     @contextmanager
@@ -785,6 +886,92 @@ class Store:
             )
         ]
 
+    # -- harness usage, runners and transcripts
+
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes once by their sha256 (zlib-compressed when large); call inside `write()`."""
+        if not self.conn.in_transaction:
+            raise DishError("put_blob() outside a write transaction")
+        digest = hashlib.sha256(data).hexdigest()
+        packed, encoding = data, "raw"
+        if len(data) >= BLOB_COMPRESS_AT:
+            packed, encoding = zlib.compress(data, 6), "zlib"
+        self.conn.execute(
+            "INSERT OR IGNORE INTO blobs VALUES (?,?,?,?)", (digest, encoding, len(data), packed)
+        )
+        return digest
+
+    def blob(self, digest: str) -> bytes:
+        row = self._one("SELECT encoding, data FROM blobs WHERE hash=?", (digest,))
+        if row is None:
+            raise NotFound(f"no stored blob {digest[:12]}", "it was never recorded in this dish")
+        data = bytes(row["data"])
+        return zlib.decompress(data) if row["encoding"] == "zlib" else data
+
+    def usage_rows(
+        self, *, run_id: str | None = None, cell_id: str | None = None, task_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per harness process that worked on a task, oldest first."""
+        where, args = self._usage_filter(run_id, cell_id, task_id)
+        return [dict(r) for r in self._all(f"SELECT * FROM usage {where} ORDER BY seq", args)]
+
+    def usage_totals(
+        self, *, run_id: str | None = None, cell_id: str | None = None, task_id: str | None = None
+    ) -> dict[str, Any]:
+        """Summed tokens, cost and model calls (`processes` = harness processes) over the matching rows."""
+        where, args = self._usage_filter(run_id, cell_id, task_id)
+        row = self._one(
+            "SELECT COUNT(*) AS processes, COALESCE(SUM(input_tokens),0) AS input_tokens, "
+            "COALESCE(SUM(output_tokens),0) AS output_tokens, "
+            "COALESCE(SUM(cache_read_tokens),0) AS cache_read_tokens, "
+            "COALESCE(SUM(cache_write_tokens),0) AS cache_write_tokens, "
+            "COALESCE(SUM(reasoning_tokens),0) AS reasoning_tokens, "
+            "COALESCE(SUM(cost_usd),0.0) AS cost_usd, COALESCE(SUM(model_calls),0) AS model_calls "
+            f"FROM usage {where}",
+            args,
+        )
+        out = dict(row) if row else {}
+        out["tokens"] = sum(
+            out.get(k, 0)
+            for k in (
+                "input_tokens",
+                "output_tokens",
+                "cache_read_tokens",
+                "cache_write_tokens",
+                "reasoning_tokens",
+            )
+        )
+        out["cost_usd"] = round(float(out.get("cost_usd", 0.0)), 6)
+        return out
+
+    @staticmethod
+    def _usage_filter(run_id: str | None, cell_id: str | None, task_id: str | None) -> tuple[str, list[str]]:
+        pairs = [(c, v) for c, v in (("run_id", run_id), ("cell_id", cell_id), ("task_id", task_id)) if v]
+        if not pairs:
+            return "", []
+        return "WHERE " + " AND ".join(f"{c}=?" for c, _ in pairs), [v for _, v in pairs]
+
+    def runners(self, run_id: str) -> list[dict[str, Any]]:
+        """The headless runners that drove a run, oldest first."""
+        rows = self._all("SELECT * FROM runners WHERE run_id=? ORDER BY started_at, runner_id", (run_id,))
+        return [self._row(r) for r in rows]
+
+    def check_blobs(self) -> list[str]:
+        """Every transcript the log names is stored, and its bytes still hash to that name."""
+        problems = []
+        for (digest,) in self._all("SELECT DISTINCT transcript_hash FROM usage ORDER BY transcript_hash"):
+            try:
+                data = self.blob(digest)
+            except NotFound:
+                problems.append(f"transcript {digest[:12]} is missing from the blob store")
+                continue
+            except zlib.error:
+                problems.append(f"transcript {digest[:12]} is corrupt (cannot decompress)")
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                problems.append(f"transcript {digest[:12]} does not match its hash (tampered)")
+        return problems
+
     def events(
         self,
         *,
@@ -886,6 +1073,6 @@ class Store:
         names = {r[0] for r in self._all("SELECT name FROM sqlite_master WHERE type='trigger'")}
         return [
             f"append-only trigger {t} is missing"
-            for t in ("events_no_update", "events_no_delete")
+            for t in ("events_no_update", "events_no_delete", "blobs_no_update", "blobs_no_delete")
             if t not in names
         ]

@@ -301,7 +301,7 @@ def test_show_prints_a_cells_claim_tasks_verdicts_and_citations() -> None:
 def test_show_json_is_the_whole_cell() -> None:
     run = finished_leaf(svc())
     data = show(run.root_cell_id)
-    assert set(data) == {"cell", "parents", "children", "tasks", "verdicts", "citations", "evidence"}
+    assert set(data) == {"cell", "parents", "children", "tasks", "verdicts", "citations", "evidence", "usage"}
     assert (data["cell"]["cell_id"], data["cell"]["state"], data["cell"]["text"]) == (
         run.root_cell_id,
         "validated",

@@ -149,7 +149,8 @@ def test_processes_opening_an_unmigrated_dish_at_once_migrate_it_exactly_once(tm
         assert stdout == "no runs yet: start one with petri_start(claim)\n"
     with closing(sqlite3.connect(dish / "petri.db")) as raw:
         assert raw.execute("SELECT name FROM _sqlite_migrations").fetchall() == [
-            ("m001_events_and_projections",)
+            ("m001_events_and_projections",),
+            ("m002_usage_runners_blobs",),
         ]
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert Service(dish).verify().ok

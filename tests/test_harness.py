@@ -343,3 +343,68 @@ def test_opencode_researches_a_claim_through_petri_with_a_local_model(lab: Lab) 
 
 
 OPENCODE_ALWAYS = {"invalid", "list_mcp_resources", "list_mcp_resource_templates", "read_mcp_resource"}
+
+
+# --- petri run: Python dispatches, one real harness process per task ------------------------------
+
+
+def petri_run(lab: Lab, harness: str) -> dict[str, Any]:
+    out = lab.run(
+        "petri", "run", CLAIM, "--harness", harness, "-j", "2", "--preset", "quick", "--json", timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(out.stdout)
+    return summary
+
+
+def assert_one_process_per_task(lab: Lab, summary: dict[str, Any], harness: Harness) -> list[dict[str, Any]]:
+    """The store: every task done by its own harness process, with its transcript and tokens."""
+    assert summary["stopped"] == "done", summary
+    svc = Service(lab.dish)
+    st = svc.open(create=False)
+    run_id = summary["run_id"]
+    assert st.run(run_id).state == "complete" and st.cell(st.run(run_id).root_cell_id).state == "validated"
+    rows = st.usage_rows(run_id=run_id)
+    tasks = [t for c in st.cells(run_id) for t in st.tasks_of_cell(c.cell_id)]
+    st.close()
+    assert len(tasks) >= 12 and all(t.status == "done" for t in tasks)
+    assert sorted(r["task_id"] for r in rows) == sorted(t.task_id for t in tasks)  # one process each
+    assert len({r["worker"] for r in rows}) == len(rows)
+    claims = {e["task_id"]: e["payload"]["worker"] for e in svc.log(types=["task_claimed"])}
+    for row in rows:
+        assert row["harness"] == harness.name and row["outcome"] == "submitted", row
+        assert claims[row["task_id"]] == row["worker"]  # the process the runner started claimed it
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["model_calls"] >= 2
+        assert svc.transcript(row["task_id"])  # the harness's own output, stored
+    usage = svc.usage(run_id)
+    assert usage["processes"] == len(rows) and usage["tokens"] == sum(
+        r["input_tokens"] + r["output_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"]
+        for r in rows
+    )
+    assert svc.verify().ok
+    replies = json.dumps([r.get("reply") for r in lab.requests()])
+    assert "PETRI-E2E-FAILED" not in replies and "PETRI-E2E-REJECTED" not in replies
+    assert not [r for r in lab.requests() if r["method"] == "CONNECT"]
+    status = lab.run("petri", "status", run_id, timeout=60).stdout
+    assert f"{len(rows)} harness processes" in status
+    return rows
+
+
+def test_petri_run_dispatches_real_claude_code_processes(lab: Lab) -> None:
+    rows = assert_one_process_per_task(lab, petri_run(lab, "claude"), CLAUDE)
+    svc = Service(lab.dish)
+    for row in rows:
+        result = events(svc.transcript(row["task_id"]).decode())[-1]
+        assert result["type"] == "result" and result["permission_denials"] == [], result
+        assert result["usage"]["input_tokens"] > 0
+
+
+def test_petri_run_dispatches_real_opencode_processes(lab: Lab) -> None:
+    install_opencode(lab)
+    rows = assert_one_process_per_task(lab, petri_run(lab, "opencode"), OPENCODE)
+    svc = Service(lab.dish)
+    for row in rows:
+        stream = events(svc.transcript(row["task_id"]).decode())
+        uses = [e["part"] for e in stream if e.get("type") == "tool_use"]
+        assert uses and all(u["state"]["status"] == "completed" for u in uses)
+        assert any(e.get("type") == "step_finish" for e in stream)
