@@ -84,6 +84,11 @@ def numbers(ws: Iterable[str]) -> frozenset[str]:
     return frozenset(w for w in ws if any(ch.isdigit() for ch in w))
 
 
+@lru_cache(maxsize=65536)
+def _numbers_of(text: str) -> frozenset[str]:
+    return numbers(_words(text))
+
+
 def find_restatement(text: str, pool: list[tuple[str, str]]) -> tuple[str, str, float] | None:
     """The (id, text, score) in `pool` that `text` restates most closely, if any.
 
@@ -94,9 +99,9 @@ def find_restatement(text: str, pool: list[tuple[str, str]]) -> tuple[str, str, 
     mine_set, mine_numbers = set(mine), numbers(mine)
     best: tuple[str, str, float] | None = None
     for key, other in pool:
-        theirs = _words(other)
-        if numbers(theirs) != mine_numbers:
+        if _numbers_of(other) != mine_numbers:
             continue
+        theirs = _words(other)
         theirs_set = set(theirs)
         if (
             not mine_set
