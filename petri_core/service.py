@@ -341,8 +341,20 @@ class Service:
         if not 1 <= limit <= 50:
             raise Rejected(f"limit {limit} is out of range", "use a limit from 1 to 50")
         now = self.now()
-        with self.open() as st, st.write():
-            self._reap(st, now)
+        with self.open() as st:
+            self._reap_if_due(st, now)
+            return self._next(st, run_id, limit, now)
+
+    def _reap_if_due(self, st: Store, now: str) -> None:
+        """Reap expired leases, taking the write lock only when there is one (reads run in parallel)."""
+        with st.read():
+            due = bool(st.expired_leases(now))
+        if due:
+            with st.write():
+                self._reap(st, now)
+
+    def _next(self, st: Store, run_id: str | None, limit: int, now: str) -> NextOut:
+        with st.read():
             run = st.run(run_id) if run_id else st.latest_run()
             if run is None:
                 return NextOut(
