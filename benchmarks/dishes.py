@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from petri_core.models import Task
 from petri_core.service import Service
+from petri_core.store import DB_NAME
 
 ARTICLE = " ".join(
     f"Measurement {n} of the series shows a value of {n * 3} units in year {2000 + n % 26}."
@@ -81,7 +93,7 @@ def iterate(svc: Service, cell_id: str, source_id: str, iterations: int) -> str:
             for _ in range(k)
         ]
 
-    def ready() -> list[Any]:
+    def ready() -> list[Task]:
         with svc.open() as st:
             return [t for t in st.tasks_of_cell(cell_id) if t.status == "ready"]
 
@@ -120,3 +132,148 @@ def iterate(svc: Service, cell_id: str, source_id: str, iterations: int) -> str:
             if any(t.role == "investigator" for t in ready()):
                 break
     return next(t.task_id for t in ready())
+
+
+# ---------------------------------------------------------------- dishes of a given event count (P3, P5)
+
+#: Bump when `fill` changes what it writes, so cached dishes are rebuilt.
+FILL_VERSION = 1
+QUOTES = [f"Measurement {n} of the series shows a value of {n * 3} units" for n in range(1, 60)]
+
+
+@dataclass(frozen=True)
+class Filled:
+    """What `fill` made: the dish's event count and shape, and a cell to `petri show`."""
+
+    events: int
+    runs: int
+    cells: int
+    show_cell: str
+    seconds: float
+
+
+def _citations(source_id: str, k: int, stance: str, offset: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "source_id": source_id,
+            "quote": QUOTES[(offset + i) % len(QUOTES)],
+            "stance": stance,
+            "level": 2,
+            "finding": f"finding {offset + i} about the series",
+        }
+        for i in range(k)
+    ]
+
+
+def fill(
+    svc: Service,
+    events: int,
+    *,
+    fanout: int = 10,
+    depth: int = 2,
+    iterations: int = 4,
+    citations: int = 20,
+) -> Filled:
+    """Grow runs through the service until the dish holds at least `events` events.
+
+    Each run (quick preset) decomposes `depth` levels of `fanout` children; every cell then fails
+    `iterations - 1` iterations on a blocking skeptic and validates in the last, each cited verdict
+    carrying `citations` verified quotes. Runs complete, so the human inbox stays empty.
+    """
+    started = time.perf_counter()
+    source_id = add_source(svc)
+    # An idle reader, as a running MCP server would hold: without it every service call's close
+    # is the last one and checkpoints the WAL (see docs/benchmarks.md). It reads the event count.
+    keeper = sqlite3.connect(svc.dish / DB_NAME)
+    made_runs, counter, n = 0, 0, 0
+    show_cell: str | None = None
+    total = 0
+    while total < events:
+        made_runs += 1
+        run = svc.start(
+            f"Outcome {made_runs} of the series follows from its listed factors",
+            preset="quick",
+            child_cap=fanout,
+            max_depth=depth,
+            max_iterations=iterations + 1,
+        )
+        while total < events:
+            with svc.open() as st, st.read():
+                ready = [t for t in st.open_tasks(run.run_id) if t.status == "ready"]
+            if not ready:
+                break
+            for task in ready:
+                claim = svc.claim(task.task_id, f"petri-{task.role}")
+                n += 1
+                result: dict[str, Any]
+                if task.kind == "decompose":
+                    level = int(claim.context["cell"]["cell_id"].split("-")[-2])
+                    if level >= depth:
+                        result = {"atomic": True, "bedrock_reason": "a measured fact"}
+                    else:
+                        children = []
+                        for _ in range(fanout):
+                            counter += 1
+                            children.append(
+                                {
+                                    "text": f"Premise {counter}: factor {counter * 7} exceeds {counter * 13} units",
+                                    "atomic": level + 1 >= depth,
+                                    **({"bedrock_reason": "a measured fact"} if level + 1 >= depth else {}),
+                                }
+                            )
+                        result = {"atomic": False, "children": children}
+                else:
+                    final = task.iteration >= iterations
+                    if show_cell is None:
+                        show_cell = task.cell_id
+                    if task.role == "investigator":
+                        result = {
+                            "verdict": "EVIDENCE_SUFFICIENT",
+                            "summary": "the series supports it " * 8,
+                            "citations": _citations(source_id, citations, "supports", n),
+                        }
+                    elif task.role == "skeptic" and not final:
+                        result = {
+                            "verdict": "CRITICAL_FLAW_FOUND",
+                            "summary": "the series contradicts it " * 8,
+                            "citations": _citations(source_id, citations, "contradicts", n),
+                        }
+                    elif task.role == "skeptic":
+                        result = {"verdict": "ARGUMENT_WITHSTANDS_CRITIQUE", "summary": "objections answered"}
+                    else:
+                        result = {"verdict": "EVIDENCE_CONFIRMS", "summary": "confirmed by the series " * 4}
+                svc.submit(task.task_id, claim.lease, result)
+            total = int(keeper.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+    keeper.close()
+    with svc.open() as st, st.read():
+        cells = len(st.cells())
+    return Filled(total, made_runs, cells, show_cell or "", time.perf_counter() - started)
+
+
+def cache_root() -> Path:
+    """Where generated dishes are kept between runs: PETRI_BENCH_CACHE, else a folder in the temp dir."""
+    return Path(os.environ.get("PETRI_BENCH_CACHE") or Path(tempfile.gettempdir()) / "petri-bench-cache")
+
+
+def cached(events: int, root: Path | None = None) -> tuple[Path, Filled]:
+    """A dish of at least `events` events from the cache, generated with `fill` on first use."""
+    folder = (root or cache_root()) / f"fill{FILL_VERSION}-{events}"
+    meta = folder / "fill.json"
+    if meta.exists():
+        return folder / ".petri", Filled(**json.loads(meta.read_text()))
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    filled = fill(Service(building / ".petri"), events, fanout=10 if events >= 10_000 else 3)
+    (building / "fill.json").write_text(json.dumps(dataclasses.asdict(filled)))
+    shutil.rmtree(folder, ignore_errors=True)
+    building.rename(folder)
+    return folder / ".petri", filled
+
+
+def decomposed_run(svc: Service, claim: str, child: Callable[[int], str], count: int, worker: str) -> Any:
+    """Start a quick run and decompose its root into `count` atomic cells whose texts `child(i)` gives."""
+    run = svc.start(claim, preset="quick", max_depth=1, child_cap=count)
+    task = run.tasks[0].task_id
+    children = [{"text": child(i), "atomic": True, "bedrock_reason": "a measured fact"} for i in range(count)]
+    svc.submit(task, svc.claim(task, worker).lease, {"atomic": False, "children": children})
+    return run

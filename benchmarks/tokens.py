@@ -18,6 +18,7 @@ from typing import Any
 from petri_core.mcp_server import build, tool_list_json
 from petri_core.service import Service
 
+from .common import Row, Sizes
 from .dishes import add_source, grow, iterate
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
@@ -47,23 +48,47 @@ def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def measure(count: Callable[[str], int]) -> dict[str, int]:
+def measure(count: Callable[[str], int], cell_counts: tuple[int, ...] = (10, 1000)) -> dict[str, int]:
+    """Tokens of the tool list, and of packets in dishes of each of `cell_counts` cells."""
     figures: dict[str, int] = {}
-    tools = tool_list_json(build(Service(Path(tempfile.mkdtemp()) / ".petri")))
-    figures["tool list (model view)"] = count(compact(tools))
-    prefixed = [{**t, "name": CLAUDE_PREFIX + t["name"]} for t in tools]
-    figures["tool list, Claude Code names"] = count(compact(prefixed))
-    for cells in (10, 1000):
-        svc = Service(Path(tempfile.mkdtemp()) / ".petri")
-        _, leaf = grow(svc, cells)
-        with svc.open() as st:
-            task = next(t.task_id for t in st.tasks_of_cell(leaf) if t.status == "ready")
-        claim = svc.claim(task, "petri-investigator")
-        figures[f"packet, {cells} cells, iteration 1"] = count(compact(claim.model_dump()))
-        svc.fail(task, claim.lease, "measure again", retry_after=0)
-        third = svc.claim(iterate(svc, leaf, add_source(svc), 3), "petri-investigator")
-        figures[f"packet, {cells} cells, iteration 3"] = count(compact(third.model_dump()))
+    with tempfile.TemporaryDirectory(prefix="petri-p4-") as tmp:
+        tools = tool_list_json(build(Service(Path(tmp) / "tools" / ".petri")))
+        figures["tool list (model view)"] = count(compact(tools))
+        prefixed = [{**t, "name": CLAUDE_PREFIX + t["name"]} for t in tools]
+        figures["tool list, Claude Code names"] = count(compact(prefixed))
+        for cells in cell_counts:
+            figures.update(packets(Service(Path(tmp) / str(cells) / ".petri"), cells, count))
     return figures
+
+
+def packets(svc: Service, cells: int, count: Callable[[str], int]) -> dict[str, int]:
+    """An investigator's packet (with its result schema) at iterations 1 and 3, in a dish of `cells` cells."""
+    _, leaf = grow(svc, cells)
+    with svc.open() as st:
+        task = next(t.task_id for t in st.tasks_of_cell(leaf) if t.status == "ready")
+    claim = svc.claim(task, "petri-investigator")
+    first = count(compact(claim.model_dump()))
+    svc.fail(task, claim.lease, "measure again", retry_after=0)
+    third = svc.claim(iterate(svc, leaf, add_source(svc), 3), "petri-investigator")
+    return {
+        f"packet, {cells} cells, iteration 1": first,
+        f"packet, {cells} cells, iteration 3": count(compact(third.model_dump())),
+    }
+
+
+def limit(what: str) -> int:
+    return 2000 if what.startswith("tool list") else 3000
+
+
+def run(sizes: Sizes) -> list[Row]:
+    """P4 for `python -m benchmarks`: one row per figure."""
+    name, count = tokenizer()
+    return [
+        Row(
+            "P4", f"{what} ({name})", tokens, "tokens", target=f"≤ {limit(what):,}", met=tokens <= limit(what)
+        )
+        for what, tokens in measure(count, sizes.token_cells).items()
+    ]
 
 
 def main() -> None:
@@ -72,8 +97,7 @@ def main() -> None:
     print(f"| what | tokens ({name}) | target |")
     print("|---|---:|---:|")
     for what, tokens in figures.items():
-        target = "≤ 2,000" if what.startswith("tool list") else "≤ 3,000"
-        print(f"| {what} | {tokens:,} | {target} |")
+        print(f"| {what} | {tokens:,} | ≤ {limit(what):,} |")
 
 
 if __name__ == "__main__":

@@ -1156,33 +1156,40 @@ class Service:
         """Hash chain intact, triggers present, projections equal a replay, every quote in its source."""
         with self.open(create=False) as st, st.read():
             problems = st.check_triggers() + st.check_chain() + st.check_projections() + st.check_blobs()
-            rows = st.conn.execute(
-                "SELECT c.citation_id, c.source_id, c.quote, c.match_start, c.match_end, s.text "
-                "FROM citations c LEFT JOIN sources s ON s.source_id = c.source_id ORDER BY c.citation_id"
-            ).fetchall()
-            found: dict[tuple[str, str], bool] = {}
-            for citation_id, source_id, quote, start, end, text in rows:
-                if text is None:
-                    problems.append(f"citation {citation_id}: source {source_id} is missing")
-                    continue
-                if not isinstance(quote, str):
-                    problems.append(f"citation {citation_id}: quote no longer found in {source_id}")
-                    continue
-                # The stored span still reads as the quote: checked without searching the page.
-                if (
-                    isinstance(start, int)
-                    and isinstance(end, int)
-                    and normalize(text[start:end]) == normalize(quote)
-                ):
-                    continue
-                key = (quote, source_id)
-                if key not in found:
-                    found[key] = find_quote(quote, str(text)) is not None
-                if not found[key]:
-                    problems.append(f"citation {citation_id}: quote no longer found in {source_id}")
-            return VerifyReport(
-                events=st.event_count(), head=st.head(), citations=len(rows), problems=problems
-            )
+            checked, quote_problems = check_quotes(st)
+            problems += quote_problems
+            return VerifyReport(events=st.event_count(), head=st.head(), citations=checked, problems=problems)
+
+
+def check_quotes(st: Store) -> tuple[int, list[str]]:
+    """Every citation's quote is still in its stored source: (citations checked, problems).
+
+    The span each citation stored is compared first (as is, then normalized); only a span that no
+    longer reads as the quote sends the quote searching the whole page, once per (quote, source).
+    """
+    problems: list[str] = []
+    rows = st.conn.execute(
+        "SELECT c.citation_id, c.source_id, c.quote, c.match_start, c.match_end, s.text "
+        "FROM citations c LEFT JOIN sources s ON s.source_id = c.source_id ORDER BY c.citation_id"
+    ).fetchall()
+    found: dict[tuple[str, str], bool] = {}
+    for citation_id, source_id, quote, start, end, text in rows:
+        if text is None:
+            problems.append(f"citation {citation_id}: source {source_id} is missing")
+            continue
+        if not isinstance(quote, str):
+            problems.append(f"citation {citation_id}: quote no longer found in {source_id}")
+            continue
+        if isinstance(start, int) and isinstance(end, int):
+            span = text[start:end]
+            if span == quote or normalize(span) == normalize(quote):
+                continue
+        key = (quote, source_id)
+        if key not in found:
+            found[key] = find_quote(quote, str(text)) is not None
+        if not found[key]:
+            problems.append(f"citation {citation_id}: quote no longer found in {source_id}")
+    return len(rows), problems
 
 
 def human_item(cell: Cell) -> HumanItem:

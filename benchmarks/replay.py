@@ -1,0 +1,74 @@
+"""P5: rebuilding the projections from the log (in-process) and `petri verify` (a real process)."""
+
+from __future__ import annotations
+
+from petri_core.service import check_quotes
+from petri_core.store import Store
+
+from .common import Row, Sizes, run_petri, spread, timed
+from .dishes import cached
+
+REPLAY_MIN = 100_000  # events/s
+VERIFY_1M_S = 30.0
+
+
+def verify_parts(st: Store) -> dict[str, float]:
+    """Where `petri verify`'s time goes: the same steps as `Service.verify`, timed one by one."""
+    parts = {
+        "triggers": timed(st.check_triggers),
+        "chain": timed(st.check_chain),
+        "replay": timed(lambda: st.replay().close()),
+        "projections (replay + compare)": timed(st.check_projections),
+    }
+
+    def quotes() -> None:
+        check_quotes(st)  # the same step as `Service.verify`
+
+    parts["quotes"] = timed(quotes)
+    return {k: round(v, 6) for k, v in parts.items()}
+
+
+def run(sizes: Sizes) -> list[Row]:
+    rows: list[Row] = []
+    largest = max(sizes.dishes)
+    for events in sizes.dishes:
+        dish, filled = cached(events)
+        last = events == largest
+        with Store(dish, create=False) as st:
+            st.conn.execute("BEGIN")
+            rates = [
+                filled.events / timed(lambda: st.replay().close())
+                for _ in range(1 if last or sizes.quick else 3)
+            ]
+            parts = verify_parts(st) if last else {}
+            st.conn.execute("COMMIT")
+        rate = sorted(rates)[len(rates) // 2]
+        rows.append(
+            Row(
+                "P5",
+                f"replay of {filled.events:,} events into fresh projections",
+                rate,
+                "events/s",
+                min(rates),
+                max(rates),
+                len(rates),
+                f"≥ {REPLAY_MIN:,}/s",
+                rate >= REPLAY_MIN,
+            )
+        )
+        walls = [run_petri(["verify"], dish)[0] for _ in range(1 if sizes.quick or events >= 100_000 else 3)]
+        on_target = events >= 1_000_000
+        rows.append(
+            spread(
+                "P5",
+                f"`petri verify`, {filled.events:,} events",
+                walls,
+                target=f"≤ {VERIFY_1M_S:.0f} s at 1M" if on_target else "",
+                limit=VERIFY_1M_S if on_target else None,
+                details={"verify_parts_s": parts} if parts else {},
+            )
+        )
+        if parts:
+            for part, seconds in parts.items():
+                rows.append(Row("P5", f"… verify step `{part}`, {filled.events:,} events", seconds, "s"))
+    return rows

@@ -1,0 +1,203 @@
+"""P1: the round trip of `petri_submit` over real stdio, against the server's cheapest calls and bare SQLite.
+
+The server has no no-op tool, so the protocol floor is measured three ways on the same server, in
+the same loop: an MCP `ping` (no tool at all), `petri_heartbeat` (the cheapest tool: one event in
+one write transaction) and `petri_status` for one small run (a read tool). The storage floor is a
+raw sqlite3 INSERT+COMMIT in WAL mode in a temp file; the service's own `submit`, timed in-process,
+shows the store's share.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+from petri_core.service import Service
+from petri_core.store import DB_NAME, Store
+
+from .common import Row, Sizes, spread, timed
+from .dishes import QUOTES, add_source, decomposed_run
+
+CHILDREN = 12
+
+
+def verdict(source_id: str) -> dict[str, Any]:
+    """An investigator's verdict with two verified citations (the submission that P1 times)."""
+    return {
+        "verdict": "EVIDENCE_SUFFICIENT",
+        "summary": "Two measurements of the series agree on the figure.",
+        "citations": [
+            {
+                "source_id": source_id,
+                "quote": QUOTES[k],
+                "stance": "supports",
+                "level": 2,
+                "finding": f"measurement {k + 1} gives the figure",
+            }
+            for k in (0, 1)
+        ],
+    }
+
+
+def claimed_investigations(svc: Service, count: int) -> list[tuple[str, str]]:
+    """`count` investigator tasks, each claimed: (task_id, lease), ready for a submission."""
+    held: list[tuple[str, str]] = []
+    run_no = 0
+    while len(held) < count:
+        run_no += 1
+
+        def factor(i: int, n: int = run_no) -> str:
+            return f"Factor {n * 100 + i} raises outcome {n} by {i + 2} units"
+
+        claim = f"Outcome {run_no} of the series follows from its factors"
+        run = decomposed_run(svc, claim, factor, CHILDREN, "petri-decomposer")
+        for t in svc.next(run.run_id, limit=50).tasks:
+            if t.role == "investigator":
+                held.append((t.task_id, svc.claim(t.task_id, "petri-investigator").lease))
+    return held[:count]
+
+
+def server(dish: Path) -> StdioServerParameters:
+    env = {**os.environ, "PETRI_HOME": str(dish)}
+    return StdioServerParameters(command=sys.executable, args=["-m", "petri_core", "mcp"], env=env)
+
+
+async def over_stdio(
+    dish: Path,
+    run_id: str,
+    source_id: str,
+    tasks: list[tuple[str, str]],
+    beat: tuple[str, str],
+    warmup: int,
+) -> dict[str, list[float]]:
+    """Interleave ping, heartbeat, status and submit on one `petri mcp` process; seconds per call."""
+    samples: dict[str, list[float]] = {"ping": [], "heartbeat": [], "status": [], "submit": []}
+    result = verdict(source_id)
+
+    async def clock(name: str, call: Callable[[], Awaitable[Any]], keep: bool) -> None:
+        start = time.perf_counter()
+        out = await call()
+        elapsed = time.perf_counter() - start
+        if getattr(out, "is_error", False):
+            raise RuntimeError(f"{name} failed: {out.content[0].text}")
+        if keep:
+            samples[name].append(elapsed)
+
+    warnings.filterwarnings("ignore", message="ping is removed")
+    async with Client(server(dish), mode="legacy") as client:
+        for i, (task_id, lease) in enumerate(tasks):
+            keep = i >= warmup
+            await clock("ping", client.send_ping, keep)
+            await clock(
+                "heartbeat",
+                lambda: client.call_tool("petri_heartbeat", {"task_id": beat[0], "lease": beat[1]}),
+                keep,
+            )
+            await clock("status", lambda: client.call_tool("petri_status", {"run_id": run_id}), keep)
+            await clock(
+                "submit",
+                lambda t=task_id, le=lease: client.call_tool(  # type: ignore[misc]
+                    "petri_submit", {"task_id": t, "lease": le, "result": result}
+                ),
+                keep,
+            )
+    return samples
+
+
+def bare_commits(folder: Path, n: int, warmup: int, *, reconnect: bool) -> list[float]:
+    """A raw INSERT+COMMIT of a 1 KB row in WAL mode (synchronous=NORMAL, as the store sets it)."""
+    path = folder / "bare.db"
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode = WAL")
+    setup.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+    setup.close()
+    payload = "x" * 1024
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    held = None if reconnect else connect()
+    out = []
+    for _ in range(n + warmup):
+        start = time.perf_counter()
+        conn = held or connect()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO events (payload) VALUES (?)", (payload,))
+        conn.execute("COMMIT")
+        if held is None:
+            conn.close()
+        out.append(time.perf_counter() - start)
+    if held is not None:
+        held.close()
+    return out[warmup:]
+
+
+def in_process(svc: Service, source_id: str, tasks: list[tuple[str, str]], warmup: int) -> list[float]:
+    result = verdict(source_id)
+    return [timed(lambda t=t, le=le: svc.submit(t, le, result)) for t, le in tasks][warmup:]  # type: ignore[misc]
+
+
+def run(sizes: Sizes) -> list[Row]:
+    n, warmup = sizes.roundtrips, 1 if sizes.quick else 3
+    w = n + warmup
+    with tempfile.TemporaryDirectory(prefix="petri-p1-") as tmp:
+        folder = Path(tmp)
+        dish = folder / ".petri"
+        svc = Service(dish)
+        source_id = add_source(svc)
+        tasks = claimed_investigations(svc, 3 * w + 1)
+        beat, mcp_tasks = tasks[0], tasks[1 : w + 1]
+        alone, with_reader = tasks[w + 1 : 2 * w + 1], tasks[2 * w + 1 :]
+        run_id = svc.status()["runs"][0]["run_id"]
+        wire = anyio.run(over_stdio, dish, run_id, source_id, mcp_tasks, beat, warmup)
+        local = in_process(svc, source_id, alone, warmup)
+        # An idle second connection that has read once (so it holds the WAL open), as a long-lived
+        # server connection would: then no call's close is the last one, which checkpoints the WAL.
+        reader = sqlite3.connect(dish / DB_NAME)
+        reader.execute("SELECT COUNT(*) FROM runs").fetchone()
+        try:
+            local_reader = in_process(svc, source_id, with_reader, warmup)
+        finally:
+            reader.close()
+        opens = [timed(lambda: Store(dish).close()) for _ in range(w)][warmup:]
+        commit = bare_commits(folder, n, warmup, reconnect=False)
+        commit_reconnect = bare_commits(folder, n, warmup, reconnect=True)
+
+    med = {k: statistics.median(v) for k, v in wire.items()}
+    ratio = med["submit"] / med["heartbeat"]
+    store_share = statistics.median(local) / statistics.median(commit)
+    return [
+        spread("P1", "stdio `petri_submit` (verdict + 2 citations)", wire["submit"]),
+        spread("P1", "stdio MCP `ping` (protocol floor, no tool)", wire["ping"]),
+        spread("P1", "stdio `petri_heartbeat` (cheapest tool: 1 event)", wire["heartbeat"]),
+        spread("P1", "stdio `petri_status` (read tool, one small run)", wire["status"]),
+        Row(
+            "P1",
+            "submit ÷ heartbeat, medians (the target's no-op)",
+            ratio,
+            "×",
+            target="≤ 1.5×",
+            met=ratio <= 1.5,
+        ),
+        Row("P1", "submit ÷ status, medians", med["submit"] / med["status"], "×"),
+        Row("P1", "submit ÷ ping, medians", med["submit"] / med["ping"], "×"),
+        spread("P1", "in-process `Service.submit`, same submission", local),
+        spread("P1", "in-process `Service.submit`, an idle reader connection held", local_reader),
+        spread("P1", "`Store(dish)` open + close (each call does one)", opens),
+        spread("P1", "bare sqlite3 INSERT+COMMIT, WAL (storage floor)", commit),
+        spread("P1", "bare connect + INSERT+COMMIT + close, WAL", commit_reconnect),
+        Row("P1", "store's share: in-process submit ÷ bare commit, medians", store_share, "×"),
+    ]
