@@ -91,7 +91,15 @@ def _cached(text: str) -> tuple[str, list[int]]:
 
 
 def normalize(text: str) -> str:
-    """The form both quote and page are compared in."""
+    """The form both quote and page are compared in. Quote-sized texts are cached (a quote is
+    normalized for its length check, its search and the verify pass); pages are not."""
+    if len(text) <= 2000:
+        return _normalize_short(text)
+    return _normalize_with_map(text)[0]
+
+
+@lru_cache(maxsize=4096)
+def _normalize_short(text: str) -> str:
     return _normalize_with_map(text)[0]
 
 

@@ -168,7 +168,13 @@ class Service:
             if self._keeper is None:
                 # An optimisation only: a dish that cannot hold it works without.
                 with contextlib.suppress(sqlite3.Error):
-                    self._keeper = sqlite3.connect(self.dish / "petri.db", check_same_thread=False)
+                    keeper = sqlite3.connect(
+                        self.dish / "petri.db", isolation_level=None, check_same_thread=False
+                    )
+                    keeper.execute(
+                        "SELECT count(*) FROM sqlite_master"
+                    ).fetchone()  # opens the WAL; no txn kept
+                    self._keeper = keeper
 
     def now(self) -> str:
         return iso(self.clock())
