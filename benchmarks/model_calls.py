@@ -2,7 +2,7 @@
 
 Runs `petri run --harness claude` on the demo claim once per preset against the scripted model of
 the harness tests (tests/harness/fake_model.py, on 127.0.0.1) with the pinned Claude Code binary
-(`npm ci` in tests/harness first), then reads the stored transcripts' usage:
+(`npm install` in tests/harness first), then reads the stored transcripts' usage:
 
 - harness processes per cell: one per task, fixed by the workflow (the roles a preset enables,
   debates, iterations) — the number a preset's budget controls;
@@ -76,7 +76,7 @@ def measure(preset: str, work: Path) -> dict[str, Any]:
 
 def main() -> None:
     if not (BIN / "claude").exists():
-        raise SystemExit("the pinned Claude Code is missing: run `npm ci` in tests/harness")
+        raise SystemExit("the pinned Claude Code is missing: run `npm install` in tests/harness")
     os.environ.pop("PETRI_HOME", None)
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(preset, Path(tmp)) for preset in TARGETS]

@@ -40,10 +40,10 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def binaries_installed() -> None:
-    """With Node present, a missing install is a failure, not a skip: CI must have run npm ci."""
+    """With Node present, a missing install is a failure, not a skip: CI must have run npm install."""
     missing = [name for name in ("claude", "opencode") if not (BIN / name).exists()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: run `npm ci` in tests/harness (.ci/run does)")
+        pytest.fail(f"{', '.join(missing)} not installed: run `npm install` in tests/harness (.ci/run does)")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from petri_core.service import Service
 INSPECTOR = Path(__file__).parent / "harness" / "node_modules" / ".bin" / "mcp-inspector"
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not INSPECTOR.exists(),
-    reason="Node or the pinned inspector is absent (.ci/run runs npm ci)",
+    reason="Node or the pinned inspector is absent (.ci/run runs npm install)",
 )
 
 
