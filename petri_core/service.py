@@ -176,6 +176,13 @@ class Service:
                     ).fetchone()  # opens the WAL; no txn kept
                     self._keeper = keeper
 
+    def close(self) -> None:
+        """Release the idle connection (tests, and tools that hand a dish to another process)."""
+        with self._keeper_lock:
+            if self._keeper is not None:
+                self._keeper.close()
+                self._keeper = None
+
     def now(self) -> str:
         return iso(self.clock())
 

@@ -178,3 +178,21 @@ def test_opening_a_new_dish_waits_for_another_connections_write_lock(tmp_path: P
             assert st.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         writer.join()
+
+
+def test_a_service_holds_one_idle_connection_so_calls_do_not_checkpoint_the_wal(tmp_path: Path) -> None:
+    """Closing the last connection checkpoints and deletes the WAL; the Service's idle connection
+    keeps every call's own connection from being the last (benchmarks P1), and holds no lock."""
+    dish = tmp_path / ".petri"
+    svc = Service(dish)
+    svc.start("Heat pumps cut household heating emissions", preset="quick")
+    assert (dish / "petri.db-wal").exists()  # still there after the call's own connection closed
+    other = Service(dish)
+    other.start(
+        "Solar panels repay their embodied energy in four years", preset="quick"
+    )  # a writer, unblocked
+    other.close()
+    svc.close()
+    with closing(sqlite3.connect(dish / "petri.db")) as last:
+        last.execute("SELECT count(*) FROM events").fetchone()
+    assert not (dish / "petri.db-wal").exists()  # the last connection closed: checkpointed away

@@ -87,6 +87,7 @@ def test_a_read_only_dish_is_a_clear_error_and_stays_intact(tmp_path: Path) -> N
     dish = home / ".petri"
     svc = Service(dish, clock=Clock())
     svc.start(CLAIM, preset="quick")
+    svc.close()  # no connection left open: a read-only dish whose WAL is checkpointed away
     before = counts(dish)
     view = tmp_path / "view"
     view.mkdir()
