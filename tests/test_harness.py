@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,16 @@ class Lab:
         }
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            args, cwd=self.project, env=self.env(), capture_output=True, text=True, timeout=timeout
-        )
+        """Run with stdout and stderr in files, not pipes: OpenCode (Bun) can exit before a pipe
+        is drained and lose the tail of its output (seen with `opencode agent list`)."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(
+                args, cwd=self.project, env=self.env(), stdout=out, stderr=err, timeout=timeout
+            )
+            out.seek(0)
+            err.seek(0)
+            text = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+        return subprocess.CompletedProcess(args, proc.returncode, *text)
 
     def requests(self) -> list[dict[str, Any]]:
         return self.model.requests()
