@@ -163,7 +163,7 @@ class Service:
         """Hold one idle connection for this Service's life, so a call's own connection is never
         the last one to close: closing the last connection checkpoints and deletes the WAL, and
         the next call creates it again — about half the cost of a small call (benchmarks P1).
-        It never reads or writes, so it holds no lock and no snapshot."""
+        It reads once, outside any transaction, which opens the WAL; it holds no lock and no snapshot."""
         with self._keeper_lock:
             if self._keeper is None:
                 # An optimisation only: a dish that cannot hold it works without.
@@ -171,9 +171,7 @@ class Service:
                     keeper = sqlite3.connect(
                         self.dish / "petri.db", isolation_level=None, check_same_thread=False
                     )
-                    keeper.execute(
-                        "SELECT count(*) FROM sqlite_master"
-                    ).fetchone()  # opens the WAL; no txn kept
+                    keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()
                     self._keeper = keeper
 
     def close(self) -> None:
@@ -938,7 +936,7 @@ class Service:
             source = st.recent_fetch(url, since)
         if source is None:
             got = fetch_url(url, self.fetch_policy())
-            page_text(got.text, page)  # a page that does not exist is rejected before anything is stored
+            chunk, pages = page_text(got.text, page)  # a missing page is rejected before anything is stored
             source = self.add_source(
                 url=got.requested_url,
                 final_url=got.final_url,
@@ -951,7 +949,8 @@ class Service:
                 published=got.published,
                 text=got.text,
             )
-        chunk, pages = page_text(source.text, page)
+        else:
+            chunk, pages = page_text(source.text, page)
         return FetchOut(
             source_id=source.source_id,
             url=url,
