@@ -14,6 +14,7 @@ rate-limit reader and `decide`, which says what to start and when to stop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -117,8 +118,6 @@ def skill_pack() -> Path:
 
 def opencode_project(cwd: Path) -> Path:
     """The OpenCode project `petri run` works in: the current directory, set up by `petri install opencode`."""
-    import json
-
     config = cwd / "opencode.json"
     try:
         petri = json.loads(config.read_text(encoding="utf-8")).get("mcp", {}).get("petri")
@@ -154,16 +153,7 @@ class Usage:
     model: str | None = None
 
     def as_payload(self) -> dict[str, Any]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "model_calls": self.model_calls,
-            "model": self.model,
-        }
+        return {**dataclasses.asdict(self), "cost_usd": round(self.cost_usd, 6)}
 
 
 def json_lines(data: bytes) -> Iterator[dict[str, Any]]:
