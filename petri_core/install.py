@@ -12,6 +12,7 @@ refreshed; any other existing file is kept and reported, and `force` backs it up
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from .errors import Rejected
 from .pack import CLAUDE_MCP_PREFIX, OPENCODE_MCP_PREFIX, AgentSource, agent_sources, pack_dir
@@ -49,15 +50,19 @@ def opencode_tools(agent: AgentSource) -> list[str]:
     return names
 
 
-def render_agent(agent: AgentSource) -> str:
+@functools.cache
+def _agent_template() -> Template:
     env = Environment(
         loader=PackageLoader("petri_core", "templates"),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # markdown, not HTML
     )
-    template = env.get_template("opencode-agent.md.j2")
-    return template.render(agent=agent, tools=opencode_tools(agent), marker=MARKER)
+    return env.get_template("opencode-agent.md.j2")
+
+
+def render_agent(agent: AgentSource) -> str:
+    return _agent_template().render(agent=agent, tools=opencode_tools(agent), marker=MARKER)
 
 
 def parse_local_model(spec: str) -> tuple[str, str]:
@@ -133,10 +138,16 @@ def _write(path: Path, text: str, *, ours: bool, force: bool, now: str) -> Writt
         return Written(path, "updated")
     if not force:
         return Written(path, "kept (exists and is not Petri's; --force replaces it after a backup)")
-    backup = path.with_name(f"{path.name}.bak-{now}")
-    backup.write_bytes(path.read_bytes())
+    backup = _backup(path, now)
     path.write_text(text, encoding="utf-8")
     return Written(path, f"replaced (backup at {backup.name})")
+
+
+def _backup(path: Path, now: str) -> Path:
+    """Copy a file beside itself before it is replaced (nothing a user wrote is destroyed)."""
+    backup = path.with_name(f"{path.name}.bak-{now}")
+    backup.write_bytes(path.read_bytes())
+    return backup
 
 
 def install_opencode(
@@ -181,8 +192,7 @@ def _write_config(path: Path, config: dict[str, Any], force: bool, now: str) -> 
         return Written(
             path, f"kept (would replace your {', '.join(replaced)}; --force replaces it after a backup)"
         )
-    backup = path.with_name(f"{path.name}.bak-{now}")
-    backup.write_bytes(path.read_bytes())
+    backup = _backup(path, now)
     path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
     return Written(path, f"merged Petri's entries (backup at {backup.name})")
 
