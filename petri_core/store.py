@@ -72,8 +72,11 @@ PROJECTIONS: Mapping[str, str] = {
         harness TEXT NOT NULL, jobs INTEGER NOT NULL, budget TEXT NOT NULL, started_at TEXT NOT NULL,
         stopped_at TEXT, stop_reason TEXT)""",
 }
+#: Every migration `_migrations` defines, in order (a dish that has them all needs no sqlite_utils).
+MIGRATION_NAMES = ("m001_events_and_projections", "m002_usage_runners_blobs")
+M001, M002 = MIGRATION_NAMES
 #: Projection tables a later migration added (an older dish gets them empty: it cannot hold their events).
-ADDED: Mapping[str, str] = {"usage": "m002_usage_runners_blobs", "runners": "m002_usage_runners_blobs"}
+ADDED: Mapping[str, str] = {"usage": M002, "runners": M002}
 INDEXES = (
     "CREATE INDEX cells_run ON cells (run_id, state)",
     "CREATE INDEX edges_parent ON edges (parent_id)",
@@ -477,9 +480,16 @@ def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any], payload: Map
     handler(conn, event, payload)
 
 
-def create_projections(conn: sqlite3.Connection, tables: Sequence[str] = tuple(PROJECTIONS)) -> None:
+def create_projections(
+    conn: sqlite3.Connection, tables: Sequence[str] = tuple(PROJECTIONS), *, indexes: bool = True
+) -> None:
     for name in tables:
         conn.execute(PROJECTIONS[name])
+    if indexes:
+        create_indexes(conn, tables)
+
+
+def create_indexes(conn: sqlite3.Connection, tables: Sequence[str] = tuple(PROJECTIONS)) -> None:
     for ddl in INDEXES:
         if ddl.split(" ON ")[1].split(" (")[0] in tables:
             conn.execute(ddl)
@@ -488,24 +498,20 @@ def create_projections(conn: sqlite3.Connection, tables: Sequence[str] = tuple(P
 # ---------------------------------------------------------------- migrations
 
 
-#: Every migration `_migrations` defines, in order (a dish that has them all needs no sqlite_utils).
-MIGRATION_NAMES = ("m001_events_and_projections", "m002_usage_runners_blobs")
-
-
 def _migrations() -> Any:
     from sqlite_utils.migrations import Migrations
 
     migrations = Migrations("petri")
 
-    @migrations(name="m001_events_and_projections")
+    @migrations(name=M001)
     def m001(db: Any) -> None:
         for ddl in EVENTS_DDL:
             db.execute(ddl)
         create_projections(db.conn, [t for t in PROJECTIONS if t not in ADDED])
 
-    @migrations(name="m002_usage_runners_blobs")
+    @migrations(name=M002)
     def m002(db: Any) -> None:
-        added = [t for t, name in ADDED.items() if name == "m002_usage_runners_blobs"]
+        added = [t for t, name in ADDED.items() if name == M002]
         create_projections(db.conn, added)
         for ddl in BLOBS_DDL:
             db.execute(ddl)
@@ -1029,8 +1035,7 @@ class Store:
         """Rebuild every projection from the events alone, into a fresh in-memory database."""
         fresh = sqlite3.connect(":memory:", isolation_level=None)
         fresh.execute("PRAGMA journal_mode = OFF")  # a scratch copy: nothing to roll back to
-        for ddl in PROJECTIONS.values():
-            fresh.execute(ddl)
+        create_projections(fresh, indexes=False)  # the indexes once, after the bulk load
         fresh.execute("BEGIN")
         cur = self.conn.execute(
             "SELECT seq, run_id, cell_id, task_id, type, payload, at FROM events ORDER BY seq"
@@ -1052,8 +1057,7 @@ class Store:
                 fresh.close()
                 raise DishError(f"replay failed at event {seq} ({type_}): {exc!r}") from exc
         fresh.execute("COMMIT")
-        for ddl in INDEXES:  # built once after the bulk load, not maintained per row
-            fresh.execute(ddl)
+        create_indexes(fresh)
         return fresh
 
     def check_chain(self) -> list[str]:
