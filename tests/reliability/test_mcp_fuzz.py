@@ -34,18 +34,10 @@ from petri_core.store import GENESIS
 from . import sizes
 
 CALLS_PER_EPISODE = 15
-TOOLS = [
-    "petri_start",
-    "petri_next",
-    "petri_claim",
-    "petri_heartbeat",
-    "petri_submit",
-    "petri_fail",
-    "petri_fetch",
-    "petri_search",
-    "petri_cells",
-    "petri_status",
-]
+#: Every tool the server has (asked of it, so a new tool is fuzzed too).
+TOOLS = sorted(
+    t.name for t in anyio.run(build(Service(Path(tempfile.gettempdir()) / "unused-dish")).list_tools)
+)
 CLAIMS = [
     "Heat pumps cut household heating emissions",
     "Remote work raises developer output",
