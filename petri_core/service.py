@@ -10,11 +10,12 @@ import copy
 import dataclasses
 import functools
 import json
+import os
 import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "attempt_cap": 3,
     "lease_seconds": 900,
 }
+
+#: Stores a forked child inherited from its parent's threads: kept referenced, never used or closed
+#: (closing would drop locks and checkpoint the WAL under the parent's feet).
+_FORKED: list[Store] = []
 
 
 def utcnow() -> datetime:
@@ -125,8 +130,9 @@ class Service:
         self.clock = clock
         self._fetch_policy = fetch_policy
         self.cache_ttl_s = cache_ttl_s
-        self._keeper: sqlite3.Connection | None = None
-        self._keeper_lock = threading.Lock()
+        self._local = threading.local()
+        self._stores: list[Store] = []
+        self._stores_lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
         """The dish's settings file (`config.json` beside the database), or empty."""
@@ -153,33 +159,36 @@ class Service:
         return policy
 
     def open(self, *, create: bool = True) -> Store:
-        """A fresh store connection (one per call: tools run on worker threads)."""
-        store = Store(self.dish, create=create)
-        if self._keeper is None:
-            self._keep_open()
-        return store
+        """A fresh store connection of the caller's own (it closes it)."""
+        return Store(self.dish, create=create)
 
-    def _keep_open(self) -> None:
-        """Hold one idle connection for this Service's life, so a call's own connection is never
-        the last one to close: closing the last connection checkpoints and deletes the WAL, and
-        the next call creates it again — about half the cost of a small call (benchmarks P1).
-        It reads once, outside any transaction, which opens the WAL; it holds no lock and no snapshot."""
-        with self._keeper_lock:
-            if self._keeper is None:
-                # An optimisation only: a dish that cannot hold it works without.
-                with contextlib.suppress(sqlite3.Error):
-                    keeper = sqlite3.connect(
-                        self.dish / "petri.db", isolation_level=None, check_same_thread=False
-                    )
-                    keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    self._keeper = keeper
+    @contextlib.contextmanager
+    def _store(self, *, create: bool = True) -> Iterator[Store]:
+        """This thread's store, kept open from call to call (tools run on worker threads, and a
+        connection is used by one thread at a time). Opening one costs about half a millisecond —
+        connect, the WAL and migration checks — which a small call would otherwise pay each time;
+        and while one stays open the WAL is never checkpointed away between calls (benchmarks P1)."""
+        held = getattr(self._local, "held", None)
+        if held is None or held[0] != os.getpid():  # none yet, or one inherited across a fork
+            if held is not None:
+                _FORKED.append(held[1])  # never close (nor use) a parent's connection in a child
+            store = Store(self.dish, create=create)
+            with self._stores_lock:
+                self._stores.append(store)
+            held = self._local.held = (os.getpid(), store)
+        store = held[1]
+        if store.conn.in_transaction:  # a call interrupted mid-transaction (KeyboardInterrupt)
+            store.conn.execute("ROLLBACK")
+        yield store
 
     def close(self) -> None:
-        """Release the idle connection (tests, and tools that hand a dish to another process)."""
-        with self._keeper_lock:
-            if self._keeper is not None:
-                self._keeper.close()
-                self._keeper = None
+        """Close every kept connection (tests, and tools that hand a dish to another process)."""
+        with self._stores_lock:
+            stores, self._stores = self._stores, []
+        for store in stores:
+            with contextlib.suppress(sqlite3.Error):
+                store.close()
+        self._local = threading.local()
 
     def now(self) -> str:
         return iso(self.clock())
@@ -313,7 +322,7 @@ class Service:
             )
         clar = [{"question": str(c["question"]), "answer": str(c["answer"])} for c in clarifications]
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             run_id = _slug(claim, st.run_ids())
             root_id = f"{run_id}-0-01"
             payload = {
@@ -352,7 +361,7 @@ class Service:
         if not 1 <= limit <= 50:
             raise Rejected(f"limit {limit} is out of range", "use a limit from 1 to 50")
         now = self.now()
-        with self.open() as st:
+        with self._store() as st:
             self._reap_if_due(st, now)
             return self._next(st, run_id, limit, now)
 
@@ -423,7 +432,7 @@ class Service:
                 "pass your agent name, e.g. petri-skeptic",
             )
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             self._reap(st, now)
             task = st.task(task_id)
             run = st.run(task.run_id)
@@ -530,7 +539,7 @@ class Service:
     def heartbeat(self, task_id: str, lease: str) -> HeartbeatOut:
         """Extend a lease that is still valid."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             task = self._leased(st, task_id, lease, now)
             seconds = st.run(task.run_id).settings["lease_seconds"]
             expires = iso(datetime.fromisoformat(now) + timedelta(seconds=seconds))
@@ -554,7 +563,7 @@ class Service:
     def submit(self, task_id: str, lease: str, result: Any) -> SubmitOut:
         """Validate a task's result and apply the transitions it causes, in one transaction."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             task = st.task(task_id)
             if task.status in ("submitted", "done") and task.lease == lease:
                 if isinstance(result, dict) and task.outcome is not None:
@@ -669,7 +678,7 @@ class Service:
                 "a failure needs a reason", "say what went wrong, e.g. 'rate limited' or 'paywall'"
             )
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             task = self._leased(st, task_id, lease, now)
             st.append(
                 [
@@ -725,7 +734,7 @@ class Service:
     ) -> ResolveOut:
         """A human's decision on a parked, final or flagged cell."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             self._reap(st, now)
             snap = self._snapshot(st, cell_id, now)
             before = snap.cell.state
@@ -745,7 +754,7 @@ class Service:
     def approve(self, cell_id: str, approve: bool = True, note: str | None = None) -> ResolveOut:
         """A human approves (or rejects, with a note) a proposed decomposition."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             snap = self._snapshot(st, cell_id, now)
             proposal = snap.cell.proposal or {}
             existing = {}
@@ -760,7 +769,7 @@ class Service:
     def halt(self, run_id: str, resume: bool = False) -> str:
         """Halt a run (no task is dispatched) or resume it."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             run = st.run(run_id)
             counts = st.cell_counts(run_id)
             pending = any(counts.get(s) for s in ("new", "decomposing", "awaiting_approval"))
@@ -793,18 +802,18 @@ class Service:
     ) -> None:
         """Record that a headless runner (`petri run`) drives a run; its workers are `run-<runner>-<n>`."""
         payload = {"runner": runner, "pid": pid, "harness": harness, "jobs": jobs, "budget": dict(budget)}
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             st.run(run_id)
             st.append([NewEvent("runner_started", payload, run_id, actor=f"runner:{runner}")], self.now())
 
     def runner_stopped(self, run_id: str, runner: str, reason: str, summary: dict[str, Any]) -> None:
         """Record why a runner stopped (done, needs_human, budget, interrupted, or died)."""
         payload = {"runner": runner, "reason": reason, "summary": summary}
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             st.append([NewEvent("runner_stopped", payload, run_id, actor=f"runner:{runner}")], self.now())
 
     def runners(self, run_id: str) -> list[dict[str, Any]]:
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             return st.runners(run_id)
 
     def record_transcript(
@@ -822,7 +831,7 @@ class Service:
     ) -> str:
         """Store a harness process's output (content-addressed) and its measured usage, in one transaction."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             task = st.task(task_id)
             digest = st.put_blob(transcript)
             payload = {
@@ -845,7 +854,7 @@ class Service:
 
     def transcript(self, task_id: str, attempt: int | None = None) -> bytes:
         """The stored harness output of a task's latest process (or of one attempt)."""
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             rows = [r for r in st.usage_rows(task_id=task_id) if attempt is None or r["attempt"] == attempt]
             if not rows:
                 st.task(task_id)
@@ -857,21 +866,21 @@ class Service:
 
     def usage(self, run_id: str) -> dict[str, Any]:
         """A run's measured harness usage: processes, tokens, cost and model calls."""
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             st.run(run_id)
             return st.usage_totals(run_id=run_id)
 
     def task(self, task_id: str) -> Task:
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             return st.task(task_id)
 
     def run(self, run_id: str) -> Run:
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             return st.run(run_id)
 
     def open_tasks(self, run_id: str) -> list[Task]:
         """A run's ready and leased tasks (read-only: no reaping)."""
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             return st.open_tasks(run_id)
 
     # ---------------------------------------------------------------- sources and evidence
@@ -892,7 +901,7 @@ class Service:
     ) -> Source:
         """Store a fetched page's snapshot once per content hash, and record the fetch."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             source = st.source_by_hash(content_hash)
             events: list[NewEvent] = []
             source_id = source.source_id if source else f"src-{content_hash[:12]}"
@@ -932,7 +941,7 @@ class Service:
         if page < 1:
             raise Rejected(f"page {page} does not exist", "pages start at 1")
         since = iso(self.clock() - timedelta(seconds=self.cache_ttl_s))
-        with self.open() as st, st.read():
+        with self._store() as st, st.read():
             source = st.recent_fetch(url, since)
         if source is None:
             got = fetch_url(url, self.fetch_policy())
@@ -978,7 +987,7 @@ class Service:
     def feed(self, cell_id: str, source_id: str, note: str | None = None) -> ResolveOut:
         """Attach new evidence to a cell; a final cell reopens as a new iteration, its dependents are flagged."""
         now = self.now()
-        with self.open() as st, st.write():
+        with self._store() as st, st.write():
             source = st.source(source_id)
             snap = self._snapshot(st, cell_id, now)
             cell = snap.cell
@@ -1017,7 +1026,7 @@ class Service:
             raise Rejected("text is empty", "pass the sub-claim you want to find")
         if not 1 <= limit <= 20:
             raise Rejected(f"limit {limit} is out of range", "use a limit from 1 to 20")
-        with self.open() as st, st.read():
+        with self._store() as st, st.read():
             pool = st.cell_texts()
         states = {cid: state for cid, _, state in pool}
         scored = sorted(((similarity(text, t), cid, t) for cid, t, _ in pool), key=lambda x: (-x[0], x[1]))
@@ -1031,7 +1040,7 @@ class Service:
     def status(self, run_id: str | None = None) -> dict[str, Any]:
         """Runs, cells by state, tasks, leases and the human inbox, read from the projections."""
         now = self.now()
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             runs = [st.run(run_id)] if run_id else st.runs()
             out_runs = []
             for run in runs:
@@ -1072,7 +1081,7 @@ class Service:
 
     def show(self, cell_id: str) -> dict[str, Any]:
         """One cell in full: its claim, edges, tasks, verdicts and citations."""
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             cell = st.cell(cell_id)
             return {
                 "cell": cell.model_dump(),
@@ -1098,7 +1107,7 @@ class Service:
         from .report import gather, render_cell
         from .store import canonical
 
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             data = gather(st, run_id, self.now())
             events = st.events(run_id=run_id)
         target.mkdir(parents=True, exist_ok=True)
@@ -1118,7 +1127,7 @@ class Service:
         path = target or self.dish / "backups" / f"petri-{stamp}.db"
         if path.exists():
             raise Rejected(f"{path} already exists", "choose another file; backups never overwrite")
-        with self.open(create=False) as st:
+        with self._store(create=False) as st:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 st.conn.execute("VACUUM INTO ?", (str(path),))
@@ -1146,7 +1155,7 @@ class Service:
 
         if fmt not in ("md", "html"):
             raise Rejected(f"unknown report format {fmt!r}", "use md or html")
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             data = gather(st, run_id, self.now())
         return render(data, fmt)
 
@@ -1158,7 +1167,7 @@ class Service:
         types: Sequence[str] = (),
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             return [
                 e.model_dump()
                 for e in st.events(run_id=run_id, cell_id=cell_id, after=after, types=types, limit=limit)
@@ -1166,7 +1175,7 @@ class Service:
 
     def verify(self) -> VerifyReport:
         """Hash chain intact, triggers present, projections equal a replay, every quote in its source."""
-        with self.open(create=False) as st, st.read():
+        with self._store(create=False) as st, st.read():
             problems = st.check_triggers() + st.check_chain() + st.check_projections() + st.check_blobs()
             checked, quote_problems = check_quotes(st)
             problems += quote_problems

@@ -161,7 +161,8 @@ def test_a_full_database_is_a_clear_error_at_the_cli_and_the_mcp_door(
     svc = Service(tmp_path / ".petri", clock=Clock())
     svc.start(CLAIM, preset="quick")
     monkeypatch.setenv("PETRI_HOME", str(svc.dish))
-    fill_and_write(svc, lambda: room.update(pages=100_000))
+    # the cap is set when a connection opens: close the service's kept ones so the next call sees it
+    fill_and_write(svc, lambda: (room.update(pages=100_000), svc.close()))
     room["pages"] = 0
     before = counts(svc.dish)
     monkeypatch.setenv("PETRI_FETCH_ALLOW_PRIVATE", "1")
