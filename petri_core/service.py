@@ -432,44 +432,11 @@ class Service:
                 "pass your agent name, e.g. petri-skeptic",
             )
         now = self.now()
-        with self._store() as st, st.write():
-            self._reap(st, now)
-            task = st.task(task_id)
-            run = st.run(task.run_id)
-            claimed_role = worker.removeprefix("petri-")
-            if worker.startswith("petri-") and claimed_role in ROLES and claimed_role != task.role:
-                raise Rejected(
-                    f"task {task_id} is for petri-{task.role}, not {worker}",
-                    f"dispatch it to the petri-{task.role} agent",
-                )
-            if run.state == "halted":
-                raise Rejected(
-                    f"run {run.run_id} is halted", f"ask the user to run `petri resume {run.run_id}`"
-                )
-            self._check_claimable(task, now)
-            fence = task.fence + 1
-            lease = f"{fence}.{secrets.token_hex(8)}"
-            expires = iso(datetime.fromisoformat(now) + timedelta(seconds=run.settings["lease_seconds"]))
-            st.append(
-                [
-                    NewEvent(
-                        "task_claimed",
-                        {
-                            "worker": worker,
-                            "lease": lease,
-                            "fence": fence,
-                            "expires_at": expires,
-                            "attempt": task.attempt,
-                        },
-                        task.run_id,
-                        task.cell_id,
-                        task.task_id,
-                        f"worker:{worker}",
-                    )
-                ],
-                now,
-            )
-            packet = self._packet(st, st.task(task_id), now)
+        with self._store() as st:
+            with st.write():
+                task, lease, expires = self._lease(st, task_id, worker, now)
+            with st.read():  # after the commit: the write lock is not held while the packet is built
+                packet = self._packet(st, st.task(task_id), now)
         model = machine.result_model(task)
         return ClaimOut(
             task_id=task_id,
@@ -480,6 +447,40 @@ class Service:
             context=packet,
             result_schema=lean_schema(model, task.role if task.kind != "decompose" else None),
         )
+
+    def _lease(self, st: Store, task_id: str, worker: str, now: str) -> tuple[Task, str, str]:
+        """Inside a write: check the task can be claimed by `worker`, lease it; (task, lease, expires_at)."""
+        self._reap(st, now)
+        task = st.task(task_id)
+        run = st.run(task.run_id)
+        claimed_role = worker.removeprefix("petri-")
+        if worker.startswith("petri-") and claimed_role in ROLES and claimed_role != task.role:
+            raise Rejected(
+                f"task {task_id} is for petri-{task.role}, not {worker}",
+                f"dispatch it to the petri-{task.role} agent",
+            )
+        if run.state == "halted":
+            raise Rejected(f"run {run.run_id} is halted", f"ask the user to run `petri resume {run.run_id}`")
+        self._check_claimable(task, now)
+        fence = task.fence + 1
+        lease = f"{fence}.{secrets.token_hex(8)}"
+        expires = iso(datetime.fromisoformat(now) + timedelta(seconds=run.settings["lease_seconds"]))
+        claimed = NewEvent(
+            "task_claimed",
+            {
+                "worker": worker,
+                "lease": lease,
+                "fence": fence,
+                "expires_at": expires,
+                "attempt": task.attempt,
+            },
+            task.run_id,
+            task.cell_id,
+            task.task_id,
+            f"worker:{worker}",
+        )
+        st.append([claimed], now)
+        return task, lease, expires
 
     @staticmethod
     def _check_claimable(task: Task, now: str) -> None:
@@ -519,8 +520,10 @@ class Service:
             now=now,
         )
 
-    def _leased(self, st: Store, task_id: str, lease: str, now: str) -> Task:
-        task = st.task(task_id)
+    @staticmethod
+    def _leased(task: Task, lease: str, now: str) -> Task:
+        """`task`, if `lease` is its current, unexpired lease; else why not and what to do."""
+        task_id = task.task_id
         if task.status != "leased" or task.lease != lease:
             if task.status == "leased":
                 problem = f"lease {lease!r} is stale: task {task_id} is now leased to {task.worker}"
@@ -540,7 +543,7 @@ class Service:
         """Extend a lease that is still valid."""
         now = self.now()
         with self._store() as st, st.write():
-            task = self._leased(st, task_id, lease, now)
+            task = self._leased(st.task(task_id), lease, now)
             seconds = st.run(task.run_id).settings["lease_seconds"]
             expires = iso(datetime.fromisoformat(now) + timedelta(seconds=seconds))
             st.append(
@@ -561,53 +564,71 @@ class Service:
     # ---------------------------------------------------------------- submit, fail
 
     def submit(self, task_id: str, lease: str, result: Any) -> SubmitOut:
-        """Validate a task's result and apply the transitions it causes, in one transaction."""
+        """Validate a task's result and apply the transitions it causes, in one transaction.
+
+        The result is parsed and its quotes are found in their sources before the write lock is
+        taken (sources never change, and other writers wait on that lock); inside it the lease is
+        checked again, and the machine decides on the state as it is then."""
         now = self.now()
-        with self._store() as st, st.write():
-            task = st.task(task_id)
-            if task.status in ("submitted", "done") and task.lease == lease:
-                if isinstance(result, dict) and task.outcome is not None:
-                    parsed = self._parse(task, result)
-                    if machine.result_hash(machine._dump(parsed)) == task.result_hash:
-                        return SubmitOut(**task.outcome)
-                raise Rejected(
-                    f"task {task_id} was already submitted with a different result",
-                    "a task is submitted once; call petri_next for current tasks",
-                )
-            task = self._leased(st, task_id, lease, now)
+        with self._store() as st:
+            with st.read():
+                task = st.task(task_id)
+                again = self._resubmitted(task, lease, result)
+                if again is not None:
+                    return again
+                task = self._leased(task, lease, now)
+                parsed = self._parse(task, result)
+                cites = self._verify_citations(st, getattr(parsed, "citations", []))
+            with st.write():
+                task = st.task(task_id)
+                again = self._resubmitted(task, lease, result)  # a twin submission got there first
+                if again is not None:
+                    return again
+                task = self._leased(task, lease, now)
+                return self._apply_submit(st, task, parsed, cites, now)
+
+    def _resubmitted(self, task: Task, lease: str, result: Any) -> SubmitOut | None:
+        """The first outcome again, if this lease already submitted this very result; else None
+        when it has not submitted (a different result is refused)."""
+        if task.status not in ("submitted", "done") or task.lease != lease:
+            return None
+        if isinstance(result, dict) and task.outcome is not None:
             parsed = self._parse(task, result)
-            snap = self._snapshot(st, task.cell_id, now)
-            cites = self._verify_citations(st, getattr(parsed, "citations", []))
-            similar: dict[int, SimilarHit | None] = {}
-            existing: dict[str, Neighbour] = {}
-            if isinstance(parsed, DecomposeResult):
-                similar, existing = self._decomposition_lookups(st, snap, parsed)
-            events = machine.decide_submit(
-                snap, task, parsed, cites, f"worker:{task.worker}", similar, existing
-            )
-            done = self._commit(st, events, now)
-            cell = st.cell(task.cell_id)
-            created = [e.task_id for e in done if e.type == "task_created" and e.task_id]
-            next_tasks = [task_out(st.task(t)) for t in created if st.task(t).status == "ready"]
-            out = SubmitOut(
-                accepted=True,
-                cell_id=cell.cell_id,
-                cell_state=cell.state,
-                changes=describe(done),
-                next=next_tasks,
-            )
-            st.append(
-                [
-                    NewEvent(
-                        "task_completed",
-                        {"outcome": out.model_dump(mode="json")},
-                        task.run_id,
-                        task.cell_id,
-                        task_id,
-                    )
-                ],
-                now,
-            )
+            if machine.result_hash(machine._dump(parsed)) == task.result_hash:
+                return SubmitOut(**task.outcome)
+        raise Rejected(
+            f"task {task.task_id} was already submitted with a different result",
+            "a task is submitted once; call petri_next for current tasks",
+        )
+
+    def _apply_submit(
+        self, st: Store, task: Task, parsed: Any, cites: list[VerifiedCitation], now: str
+    ) -> SubmitOut:
+        """Inside a write: decide, append every transition, and record the outcome on the task."""
+        snap = self._snapshot(st, task.cell_id, now)
+        similar: dict[int, SimilarHit | None] = {}
+        existing: dict[str, Neighbour] = {}
+        if isinstance(parsed, DecomposeResult):
+            similar, existing = self._decomposition_lookups(st, snap, parsed)
+        events = machine.decide_submit(snap, task, parsed, cites, f"worker:{task.worker}", similar, existing)
+        done = self._commit(st, events, now)
+        cell = st.cell(task.cell_id)
+        created = (st.task(e.task_id) for e in done if e.type == "task_created" and e.task_id)
+        out = SubmitOut(
+            accepted=True,
+            cell_id=cell.cell_id,
+            cell_state=cell.state,
+            changes=describe(done),
+            next=[task_out(t) for t in created if t.status == "ready"],
+        )
+        completed = NewEvent(
+            "task_completed",
+            {"outcome": out.model_dump(mode="json")},
+            task.run_id,
+            task.cell_id,
+            task.task_id,
+        )
+        st.append([completed], now)
         return out
 
     @staticmethod
@@ -679,7 +700,7 @@ class Service:
             )
         now = self.now()
         with self._store() as st, st.write():
-            task = self._leased(st, task_id, lease, now)
+            task = self._leased(st.task(task_id), lease, now)
             st.append(
                 [
                     NewEvent(
