@@ -613,6 +613,11 @@ def diagram() -> None:
 @click.option("--http", "port", type=int, default=None, help="Serve streamable HTTP on 127.0.0.1:PORT.")
 def mcp(port: int | None) -> None:
     """Run Petri's MCP server (stdio by default)."""
+    if port is None:
+        from .mcp_front import serve_stdio
+
+        serve_stdio()
+        return
     from .mcp_server import serve
 
     serve(http_port=port)

@@ -6,6 +6,7 @@ argument names are rejected rather than ignored; schemas are published lean.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -265,16 +266,117 @@ def tool_list_json(server: PetriMCP) -> list[dict[str, Any]]:
     return [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools]
 
 
-def serve(http_port: int | None = None, dish: Path | None = None) -> None:
-    """Run the server on stdio (default) or streamable HTTP bound to 127.0.0.1."""
+def _log_to_stderr() -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s petri-mcp %(levelname)s %(message)s"
     )
+
+
+def serve(http_port: int | None = None, dish: Path | None = None) -> None:
+    """Run the server on stdio (default) or streamable HTTP bound to 127.0.0.1.
+
+    `petri mcp` on stdio goes through `mcp_front.serve_stdio`, which answers the handshake while
+    this module loads, then calls `serve_front`."""
+    _log_to_stderr()
     server = build(Service(dish) if dish else None)
     if http_port is None:
         server.run()
     else:
         server.run("streamable-http", host="127.0.0.1", port=http_port)
+
+
+def serve_front(front: Any) -> None:
+    """Serve stdio behind an `mcp_front.Front`, which already holds the wire."""
+    _log_to_stderr()
+    run_on(build(), front, front)
+
+
+def run_on(server: PetriMCP, stdin: Any, stdout: Any) -> None:
+    """Serve MCP over text streams: `stdin` has `readline()` ('' at the end), `stdout` has
+    `write(str)` and `flush()` (the SDK's stdio transport, given its streams)."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    async def main() -> None:
+        streams = stdio_server(stdin=anyio.wrap_file(stdin), stdout=anyio.wrap_file(stdout))
+        async with streams as (read, write):
+            low = server._lowlevel_server
+            await low.run(read, write, low.create_initialization_options())
+
+    anyio.run(main)
+
+
+class _Script:
+    """Scripted stdio for `handshake_snapshot`: lines in; replies out, collected by id; input
+    ends once every request has its reply (the SDK cancels what is in flight at end of input)."""
+
+    def __init__(self, lines: list[dict[str, Any]]) -> None:
+        import queue
+
+        self.inbox: queue.Queue[str] = queue.Queue()
+        for line in lines:
+            self.inbox.put(json.dumps(line) + "\n")
+        self.waiting = {line["id"] for line in lines if "id" in line}
+        self.replies: dict[Any, dict[str, Any]] = {}
+
+    def readline(self) -> str:
+        line = self.inbox.get()
+        if not line:
+            self.inbox.put(line)
+        return line
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            reply = json.loads(line)
+            self.replies[reply.get("id")] = reply
+            self.waiting.discard(reply.get("id"))
+            if not self.waiting:
+                self.inbox.put("")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def handshake_snapshot() -> dict[str, Any]:
+    """The SDK's own answers to `initialize` (each handshake protocol version) and to the first
+    `tools/list`, as `mcp_front` serves them before the SDK has loaded."""
+    import tempfile
+
+    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+    from .mcp_front import distributions, sources_digest
+
+    initialize: dict[str, Any] = {}
+    tools: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for version in HANDSHAKE_PROTOCOL_VERSIONS:
+            script = _Script(
+                [
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "initialize",
+                        "params": {
+                            "protocolVersion": version,
+                            "capabilities": {},
+                            "clientInfo": {"name": "petri-handshake-snapshot", "version": __version__},
+                        },
+                    },
+                    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                ]
+            )
+            run_on(build(Service(Path(folder) / ".petri")), script, script)
+            answer = script.replies[1]["result"]
+            initialize[version] = answer
+            tools[answer["protocolVersion"]] = script.replies[2]["result"]
+    return {
+        "sources": sources_digest(),
+        "distributions": distributions(),
+        "initialize": initialize,
+        "tools": tools,
+    }
 
 
 __all__ = ["INSTRUCTIONS", "CallToolResult", "PetriMCP", "build", "lean", "lean_schema", "serve"]

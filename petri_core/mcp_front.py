@@ -1,0 +1,249 @@
+"""The first answers of `petri mcp` on stdio, given while the MCP SDK is still loading.
+
+Importing the MCP SDK takes over a second (it builds hundreds of pydantic models), and a harness
+waits for the server's `initialize` and `tools/list` answers before its first model turn — once per
+process, so once per task under `petri run`. Those two answers never change for a given build, so
+the SDK's own answers are recorded in `mcp_handshake.json` (written by `python -m
+petri_core.mcp_front --write`; a test fails when the file no longer matches the SDK) and this
+module, which imports nothing but the standard library, serves them from the first milliseconds.
+
+Nothing is answered on the SDK's behalf but those two: the SDK still receives every message. A
+handshake answered early is replayed to it under a private id, whose reply is dropped, so its
+session is initialized exactly as if it had answered; a tool list answered early is asked of it
+again under a private id, and a difference is reported on stderr and announced with
+`notifications/tools/list_changed`. Every other message waits, in order, for the SDK. When the
+recorded answers do not belong to this build (another version of Petri, the SDK or pydantic), or
+are missing, nothing is answered early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import queue
+import sys
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO
+
+SNAPSHOT = Path(__file__).with_name("mcp_handshake.json")
+#: The modules whose text decides the tool list and the handshake answer.
+SOURCES = ("__init__.py", "mcp_server.py", "models.py", "schema.py")
+#: The distributions whose versions decide how the SDK writes them.
+DISTRIBUTIONS = ("mcp", "mcp_types", "pydantic", "pydantic_core")
+PRIVATE = "petri-front:"  # the prefix of the ids this module gives the SDK
+
+
+def sources_digest() -> str:
+    """A digest of Petri's tool-defining sources (the recorded answers must be written again
+    whenever it changes; a test checks it)."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def distributions() -> list[str]:
+    """The installed versions of DISTRIBUTIONS, from their dist-info folders (nothing imported)."""
+    found = set()
+    for module in DISTRIBUTIONS:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            found.add(f"{module}: missing")
+            continue
+        site = Path(spec.origin).parent.parent
+        found.update(
+            entry
+            for entry in os.listdir(site)
+            if entry.endswith(".dist-info") and entry.split("-")[0].lower() == module
+        )
+    return sorted(found)
+
+
+def load_snapshot(path: Path = SNAPSHOT) -> dict[str, Any] | None:
+    """The recorded answers, if they were recorded for this very build; else None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("sources") != sources_digest():
+        return None
+    if data.get("distributions") != distributions():
+        return None  # another SDK or pydantic than the one recorded: it may answer differently
+    return data
+
+
+class Front:
+    """Stands between the wire and the SDK: answers the handshake early, then relays everything.
+
+    `pump()` reads the wire (run it on a thread); the SDK reads `readline()` and writes `write()`.
+    """
+
+    def __init__(self, snapshot: dict[str, Any] | None, wire_in: BinaryIO, wire_out: BinaryIO) -> None:
+        self.snapshot = snapshot
+        self.wire_in = wire_in
+        self.wire_out = wire_out
+        self.inbox: queue.Queue[str] = queue.Queue()
+        self.sdk_ready = threading.Event()
+        self._out_lock = threading.Lock()
+        self._version: str | None = None  # the protocol version of a handshake answered early
+        self._initialized = False  # the client's notifications/initialized went to the SDK
+        self._served_tools: Any = None  # the tool list answered early
+        self._checked = False  # the SDK was asked for its tool list, to compare
+        self._pending = ""
+
+    # -- the wire side
+
+    def pump(self) -> None:
+        """Read the wire until it closes: answer what may be answered early, queue the rest."""
+        for raw in self.wire_in:
+            self._receive(raw.decode("utf-8", errors="replace"))
+        self.inbox.put("")  # end of input: the SDK's reader sees EOF
+
+    def _receive(self, line: str) -> None:
+        message = _message(line)
+        if (
+            message is not None
+            and self.snapshot is not None
+            and not self.sdk_ready.is_set()
+            and self._answer_early(message)
+        ):
+            return
+        self.inbox.put(line if line.endswith("\n") else line + "\n")
+        if message is not None and message.get("method") == "notifications/initialized":
+            self._initialized = True
+            self._check_tools()
+
+    def _check_tools(self) -> None:
+        """Once a tool list was answered early and the session is initialized, ask the SDK too."""
+        if self._served_tools is not None and self._initialized and not self._checked:
+            self._checked = True
+            self._to_sdk({"jsonrpc": "2.0", "id": PRIVATE + "tools", "method": "tools/list"})
+
+    def _answer_early(self, message: dict[str, Any]) -> bool:
+        assert self.snapshot is not None
+        if "id" not in message:
+            return False  # a notification
+        method, params = message.get("method"), message.get("params")
+        if method == "initialize" and self._version is None and isinstance(params, dict):
+            version = params.get("protocolVersion")
+            answers = self.snapshot["initialize"]
+            if not isinstance(version, str) or version not in answers:
+                return False  # a version not recorded: the SDK negotiates it
+            self._send({"jsonrpc": "2.0", "id": message["id"], "result": answers[version]})
+            self._version = answers[version]["protocolVersion"]
+            self._to_sdk({**message, "id": PRIVATE + "initialize"})
+            return True
+        if method == "tools/list" and self._version is not None and not (params or {}).get("cursor"):
+            tools = self.snapshot["tools"].get(self._version)
+            if tools is None:
+                return False
+            self._send({"jsonrpc": "2.0", "id": message["id"], "result": tools})
+            self._served_tools = tools
+            self._check_tools()
+            return True
+        return False
+
+    def _to_sdk(self, message: dict[str, Any]) -> None:
+        self.inbox.put(json.dumps(message, ensure_ascii=False) + "\n")
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._write_line(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+
+    def _write_line(self, line: str) -> None:
+        with self._out_lock:
+            self.wire_out.write(line.encode("utf-8") + b"\n")
+            self.wire_out.flush()
+
+    # -- the SDK side (a text file for `anyio.wrap_file`)
+
+    def readline(self) -> str:
+        self.sdk_ready.set()
+        line = self.inbox.get()
+        if not line:
+            self.inbox.put(line)  # EOF stays EOF for any later read
+        return line
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            if PRIVATE not in line or not self._private_reply(line):
+                self._write_line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass  # every whole line is written and flushed as it completes
+
+    def _private_reply(self, line: str) -> bool:
+        """Swallow the SDK's reply to a message this module sent it; check the tool list."""
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return False
+        ident = message.get("id") if isinstance(message, dict) else None
+        if not (isinstance(ident, str) and ident.startswith(PRIVATE)):
+            return False
+        if ident == PRIVATE + "tools" and message.get("result") != self._served_tools:
+            print(
+                "petri mcp: the tool list answered at start differs from the SDK's; announcing "
+                "tools/list_changed (regenerate it: python -m petri_core.mcp_front --write)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        return True
+
+
+def _message(line: str) -> dict[str, Any] | None:
+    """A JSON-RPC request or notification from a line, or None."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and isinstance(message.get("method"), str):
+        return message
+    return None
+
+
+def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """The wire as private descriptors; fd 0 then reads /dev/null and fd 1 writes to stderr, so a
+    stray print or a child process can never write into the protocol (as the SDK's own stdio does)."""
+    wire_in = os.fdopen(os.dup(0), "rb")
+    wire_out = os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    return wire_in, wire_out
+
+
+def serve_stdio() -> None:
+    """`petri mcp` on stdio: start answering now, load the SDK, then hand it the wire."""
+    wire_in, wire_out = claim_stdio()
+    front = Front(load_snapshot(), wire_in, wire_out)
+    threading.Thread(target=front.pump, name="petri-mcp-front", daemon=True).start()
+    from .mcp_server import serve_front  # the slow import, while the handshake is being answered
+
+    serve_front(front)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m petri_core.mcp_front --write`: record the SDK's answers for this build."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--write"]:
+        print("usage: python -m petri_core.mcp_front --write", file=sys.stderr)
+        return 2
+    from .mcp_server import handshake_snapshot
+
+    snapshot = handshake_snapshot()
+    SNAPSHOT.write_text(json.dumps(snapshot, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {SNAPSHOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

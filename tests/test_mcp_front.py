@@ -1,0 +1,201 @@
+"""`petri mcp` answers the handshake before the MCP SDK has loaded, with the SDK's own answers.
+
+The recorded answers are checked against the SDK itself; over a real stdio process every early
+answer must equal what the SDK gives for the same message, the SDK must still serve everything
+else (including calls sent before it loaded), and its replies to the replayed handshake must
+never reach the wire. A stale recording is caught at start (not used) or, failing that, announced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from petri_core import mcp_front
+from petri_core.mcp_front import Front, load_snapshot
+from petri_core.mcp_server import _Script, build, handshake_snapshot, run_on
+from petri_core.service import Service
+
+VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+
+
+def initialize(ident: Any, version: str, **capabilities: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": ident,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "clientInfo": {"name": "front-test", "version": "9"},
+        },
+    }
+
+
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+def sdk_replies(tmp_path: Path, lines: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """What the SDK itself answers to these lines (in process, no front)."""
+    script = _Script(lines)
+    run_on(build(Service(tmp_path / "sdk" / ".petri")), script, script)
+    return script.replies
+
+
+class Wire:
+    """`petri mcp` as a real process, spoken to in raw newline-delimited JSON-RPC."""
+
+    def __init__(self, dish: Path) -> None:
+        env = {**os.environ, "PETRI_HOME": str(dish)}
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "petri_core", "mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.seen: list[dict[str, Any]] = []
+
+    def send(self, *messages: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        for message in messages:
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def reply(self, ident: Any) -> dict[str, Any]:
+        """The reply to request `ident` (replies may come in any order)."""
+        assert self.proc.stdout is not None
+        while not [m for m in self.seen if m.get("id") == ident]:
+            line = self.proc.stdout.readline()
+            assert line, f"the server closed the wire before answering {ident!r}"
+            self.seen.append(json.loads(line))
+        return next(m for m in self.seen if m.get("id") == ident)
+
+    def close(self) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.seen += [json.loads(line) for line in self.proc.stdout.read().splitlines()]
+        assert self.proc.wait(30) == 0
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode()
+
+
+@pytest.fixture
+def dish(tmp_path: Path) -> Path:
+    svc = Service(tmp_path / ".petri")
+    svc.start("Heat pumps cut household heating emissions", preset="quick")
+    svc.close()
+    return svc.dish
+
+
+def test_the_recorded_answers_are_the_sdks_own_for_this_build() -> None:
+    recorded = json.loads(mcp_front.SNAPSHOT.read_text(encoding="utf-8"))
+    now = handshake_snapshot()
+    hint = "the tools or the SDK changed: run `python -m petri_core.mcp_front --write` and commit the file"
+    assert recorded["sources"] == now["sources"], hint
+    assert recorded["initialize"] == now["initialize"], hint
+    assert recorded["tools"] == now["tools"], hint
+    assert set(recorded["initialize"]) == set(VERSIONS)
+
+
+def test_a_recording_for_other_sources_or_another_sdk_is_not_used(tmp_path: Path) -> None:
+    recorded = json.loads(mcp_front.SNAPSHOT.read_text(encoding="utf-8"))
+    if recorded["distributions"] != mcp_front.distributions():
+        pytest.skip("the installed SDK is not the recorded one: the fast path is off here")
+    path = tmp_path / "handshake.json"
+    path.write_text(json.dumps(recorded))
+    assert load_snapshot(path) == recorded
+    path.write_text(json.dumps({**recorded, "sources": "0" * 64}))
+    assert load_snapshot(path) is None
+    path.write_text(json.dumps({**recorded, "distributions": ["mcp-9.9.9.dist-info"]}))
+    assert load_snapshot(path) is None
+    path.write_text("{not json")
+    assert load_snapshot(path) is None
+    assert load_snapshot(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_early_answers_equal_the_sdks_and_the_sdk_serves_the_rest(
+    dish: Path, tmp_path: Path, version: str
+) -> None:
+    hello = initialize(7, version, roots={"listChanged": True}, sampling={})
+    listing = {"jsonrpc": "2.0", "id": 8, "method": "tools/list"}
+    expected = sdk_replies(tmp_path, [hello, INITIALIZED, listing])
+    wire = Wire(dish)
+    wire.send(hello)
+    assert wire.reply(7) == expected[7]
+    wire.send(INITIALIZED, listing)
+    assert wire.reply(8) == expected[8]
+    # sent at once, before the SDK can have loaded: queued, then served by the SDK in order
+    status = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "petri_status"}}
+    status["params"]["arguments"] = {}
+    wire.send(status, {**listing, "id": 10})
+    answer = wire.reply(9)["result"]
+    assert not answer.get("isError"), answer
+    assert answer["structuredContent"]["runs"][0]["claim"].startswith("Heat pumps")
+    assert wire.reply(10) == {**expected[8], "id": 10}
+    stderr = wire.close()
+    assert not [m for m in wire.seen if str(m.get("id", "")).startswith(mcp_front.PRIVATE)]
+    assert "differs" not in stderr, stderr
+
+
+def test_a_protocol_version_not_recorded_is_negotiated_by_the_sdk(dish: Path, tmp_path: Path) -> None:
+    hello = initialize("a", "2099-01-01")
+    expected = sdk_replies(tmp_path, [hello])
+    wire = Wire(dish)
+    wire.send(hello)
+    assert wire.reply("a") == expected["a"]
+    wire.close()
+
+
+def test_a_stale_tool_list_is_announced_as_changed(tmp_path: Path) -> None:
+    """Were a wrong list ever served early, the client is told to list again, and stderr says why."""
+    snapshot = json.loads(mcp_front.SNAPSHOT.read_text(encoding="utf-8"))
+    stale = snapshot["tools"]["2025-11-25"]
+    snapshot["tools"]["2025-11-25"] = {**stale, "tools": stale["tools"][:-1]}
+    wire_in_r, wire_in_w = os.pipe()
+    wire_out_r, wire_out_w = os.pipe()
+    front = Front(snapshot, os.fdopen(wire_in_r, "rb"), os.fdopen(wire_out_w, "wb"))
+    threading.Thread(target=front.pump, daemon=True).start()
+    server = threading.Thread(
+        target=run_on, args=(build(Service(tmp_path / ".petri")), front, front), daemon=True
+    )
+    server.start()
+    to_server = os.fdopen(wire_in_w, "wb")
+    for message in (
+        initialize(1, "2025-11-25"),
+        INITIALIZED,
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ):
+        to_server.write((json.dumps(message) + "\n").encode())
+    to_server.flush()
+    replies = os.fdopen(wire_out_r, "rb")
+    seen = [json.loads(replies.readline()) for _ in range(3)]
+    to_server.close()
+    server.join(30)
+    assert seen[0]["id"] == 1 and seen[1]["id"] == 2
+    assert len(seen[1]["result"]["tools"]) == len(stale["tools"]) - 1  # what was served early
+    assert seen[2] == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+
+
+def test_stray_output_to_fd_1_goes_to_stderr_not_onto_the_wire() -> None:
+    code = (
+        "from petri_core.mcp_front import claim_stdio\n"
+        "wire_in, wire_out = claim_stdio()\n"
+        "print('stray', flush=True)\n"
+        "import os; os.system('echo child')\n"
+        "wire_out.write(b'wire\\n'); wire_out.flush()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "wire\n"
+    assert "stray" in done.stderr and "child" in done.stderr
