@@ -76,10 +76,18 @@ def load_snapshot(path: Path = SNAPSHOT) -> dict[str, Any] | None:
     return data
 
 
+ENVELOPE_VERSION = "io.modelcontextprotocol/protocolVersion"
+ENVELOPE_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+
+
 class Front:
     """Stands between the wire and the SDK: answers the handshake early, then relays everything.
 
     `pump()` reads the wire (run it on a thread); the SDK reads `readline()` and writes `write()`.
+    Like the SDK, it lets the client's first request decide the protocol era: a handshake-era
+    `initialize` (answered early only when it is that first request), or a 2026-07-28 request
+    carrying the per-request envelope (`server/discover` and `tools/list` are then answered early;
+    that era keeps no session, so nothing needs replaying).
     """
 
     def __init__(self, snapshot: dict[str, Any] | None, wire_in: BinaryIO, wire_out: BinaryIO) -> None:
@@ -89,10 +97,11 @@ class Front:
         self.inbox: queue.Queue[str] = queue.Queue()
         self.sdk_ready = threading.Event()
         self._out_lock = threading.Lock()
-        self._version: str | None = None  # the protocol version of a handshake answered early
+        self._era: str | None = None  # "handshake" or "modern", decided by the first request
+        self._version: str | None = None  # the version of a handshake answered early
         self._initialized = False  # the client's notifications/initialized went to the SDK
         self._served_tools: Any = None  # the tool list answered early
-        self._checked = False  # the SDK was asked for its tool list, to compare
+        self._check: dict[str, Any] | None = None  # the SDK's own tools/list, to send when due
         self._pending = ""
 
     # -- the wire side
@@ -105,47 +114,68 @@ class Front:
 
     def _receive(self, line: str) -> None:
         message = _message(line)
+        first = False
+        if message is not None and "id" in message and self._era is None:
+            first = True
+            self._era = "modern" if _envelope(message) is not None else "handshake"
         if (
             message is not None
             and self.snapshot is not None
             and not self.sdk_ready.is_set()
-            and self._answer_early(message)
+            and self._answer_early(message, first)
         ):
             return
         self.inbox.put(line if line.endswith("\n") else line + "\n")
         if message is not None and message.get("method") == "notifications/initialized":
             self._initialized = True
-            self._check_tools()
+            self._send_check()
 
-    def _check_tools(self) -> None:
-        """Once a tool list was answered early and the session is initialized, ask the SDK too."""
-        if self._served_tools is not None and self._initialized and not self._checked:
-            self._checked = True
-            self._to_sdk({"jsonrpc": "2.0", "id": PRIVATE + "tools", "method": "tools/list"})
-
-    def _answer_early(self, message: dict[str, Any]) -> bool:
+    def _answer_early(self, message: dict[str, Any], first: bool) -> bool:
         assert self.snapshot is not None
         if "id" not in message:
             return False  # a notification
-        method, params = message.get("method"), message.get("params")
-        if method == "initialize" and self._version is None and isinstance(params, dict):
-            version = params.get("protocolVersion")
-            answers = self.snapshot["initialize"]
-            if not isinstance(version, str) or version not in answers:
+        method, params = message["method"], message.get("params") or {}
+        if not isinstance(params, dict) or params.get("cursor"):
+            return False
+        if self._era == "modern":
+            version = _envelope(message)
+            answers = self.snapshot["modern"].get(version or "", {})
+            if method not in answers or not isinstance(params["_meta"].get(ENVELOPE_CAPABILITIES), dict):
+                return False  # not recorded, or an envelope the SDK would refuse: let it say why
+            self._reply(message, answers[method])
+            if method == "tools/list":
+                self._expect_tools(answers[method], {**message, "id": PRIVATE + "tools"})
+            return True
+        if method == "initialize" and first:
+            answer = self.snapshot["initialize"].get(params.get("protocolVersion"))
+            if answer is None:
                 return False  # a version not recorded: the SDK negotiates it
-            self._send({"jsonrpc": "2.0", "id": message["id"], "result": answers[version]})
-            self._version = answers[version]["protocolVersion"]
+            self._reply(message, answer)
+            self._version = answer["protocolVersion"]
             self._to_sdk({**message, "id": PRIVATE + "initialize"})
             return True
-        if method == "tools/list" and self._version is not None and not (params or {}).get("cursor"):
+        if method == "tools/list" and self._version is not None and _envelope(message) is None:
             tools = self.snapshot["tools"].get(self._version)
             if tools is None:
                 return False
-            self._send({"jsonrpc": "2.0", "id": message["id"], "result": tools})
-            self._served_tools = tools
-            self._check_tools()
+            self._reply(message, tools)
+            self._expect_tools(tools, {"jsonrpc": "2.0", "id": PRIVATE + "tools", "method": "tools/list"})
             return True
         return False
+
+    def _expect_tools(self, served: Any, check: dict[str, Any]) -> None:
+        """Remember the tool list answered early; the SDK is asked for its own once it may answer."""
+        if self._served_tools is None:
+            self._served_tools, self._check = served, check
+            self._send_check()
+
+    def _send_check(self) -> None:
+        if self._check is not None and (self._era == "modern" or self._initialized):
+            self._to_sdk(self._check)
+            self._check = None
+
+    def _reply(self, request: dict[str, Any], result: Any) -> None:
+        self._send({"jsonrpc": "2.0", "id": request["id"], "result": result})
 
     def _to_sdk(self, message: dict[str, Any]) -> None:
         self.inbox.put(json.dumps(message, ensure_ascii=False) + "\n")
@@ -189,13 +219,24 @@ class Front:
             return False
         if ident == PRIVATE + "tools" and message.get("result") != self._served_tools:
             print(
-                "petri mcp: the tool list answered at start differs from the SDK's; announcing "
-                "tools/list_changed (regenerate it: python -m petri_core.mcp_front --write)",
+                "petri mcp: the tool list answered at start differs from the SDK's "
+                "(regenerate it: python -m petri_core.mcp_front --write)",
                 file=sys.stderr,
                 flush=True,
             )
-            self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+            if self._era == "handshake":  # a 2026-07-28 client hears of changes only by subscription
+                self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         return True
+
+
+def _envelope(message: dict[str, Any]) -> str | None:
+    """The protocol version of a 2026-07-28 per-request envelope, as the SDK tells the eras apart."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if message.get("method") == "initialize" or not isinstance(meta, dict) or ENVELOPE_VERSION not in meta:
+        return None
+    version = meta[ENVELOPE_VERSION]
+    return version if isinstance(version, str) else ""
 
 
 def _message(line: str) -> dict[str, Any] | None:

@@ -339,43 +339,56 @@ class _Script:
 
 
 def handshake_snapshot() -> dict[str, Any]:
-    """The SDK's own answers to `initialize` (each handshake protocol version) and to the first
-    `tools/list`, as `mcp_front` serves them before the SDK has loaded."""
+    """The SDK's own answers to what `mcp_front` answers before the SDK has loaded: `initialize`
+    at each handshake-era protocol version and the `tools/list` after it, and for each 2026-07-28
+    era version `server/discover` and `tools/list`."""
     import tempfile
 
-    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-    from .mcp_front import distributions, sources_digest
+    from .mcp_front import ENVELOPE_CAPABILITIES, ENVELOPE_VERSION, distributions, sources_digest
 
+    client = {"name": "petri-handshake-snapshot", "version": __version__}
     initialize: dict[str, Any] = {}
     tools: dict[str, Any] = {}
+    modern: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
+
+        def answers(lines: list[dict[str, Any]]) -> dict[Any, Any]:
+            script = _Script(lines)
+            run_on(build(Service(Path(folder) / ".petri")), script, script)
+            return {ident: reply["result"] for ident, reply in script.replies.items()}
+
         for version in HANDSHAKE_PROTOCOL_VERSIONS:
-            script = _Script(
+            hello = {"protocolVersion": version, "capabilities": {}, "clientInfo": client}
+            got = answers(
                 [
-                    {
-                        "jsonrpc": "2.0",
-                        "id": 1,
-                        "method": "initialize",
-                        "params": {
-                            "protocolVersion": version,
-                            "capabilities": {},
-                            "clientInfo": {"name": "petri-handshake-snapshot", "version": __version__},
-                        },
-                    },
+                    {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
                     {"jsonrpc": "2.0", "method": "notifications/initialized"},
                     {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
                 ]
             )
-            run_on(build(Service(Path(folder) / ".petri")), script, script)
-            answer = script.replies[1]["result"]
-            initialize[version] = answer
-            tools[answer["protocolVersion"]] = script.replies[2]["result"]
+            initialize[version] = got[1]
+            tools[got[1]["protocolVersion"]] = got[2]
+        for version in MODERN_PROTOCOL_VERSIONS:
+            envelope = {
+                "_meta": {
+                    ENVELOPE_VERSION: version,
+                    ENVELOPE_CAPABILITIES: {},
+                    "io.modelcontextprotocol/clientInfo": client,
+                }
+            }
+            methods = ("server/discover", "tools/list")
+            got = answers(
+                [{"jsonrpc": "2.0", "id": n, "method": m, "params": envelope} for n, m in enumerate(methods)]
+            )
+            modern[version] = {m: got[n] for n, m in enumerate(methods)}
     return {
         "sources": sources_digest(),
         "distributions": distributions(),
         "initialize": initialize,
         "tools": tools,
+        "modern": modern,
     }
 
 

@@ -41,6 +41,21 @@ def initialize(ident: Any, version: str, **capabilities: Any) -> dict[str, Any]:
 
 
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+MODERN = "2026-07-28"
+
+
+def enveloped(ident: Any, method: str, **params: Any) -> dict[str, Any]:
+    """A 2026-07-28 request, its envelope shaped as Claude Code 2.1.330 sends it."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {
+            "name": "claude-code",
+            "title": "Claude Code",
+            "version": "2.1.330",
+        },
+        "io.modelcontextprotocol/clientCapabilities": {"roots": {}, "elicitation": {}},
+    }
+    return {"jsonrpc": "2.0", "id": ident, "method": method, "params": {**params, "_meta": meta}}
 
 
 def sdk_replies(tmp_path: Path, lines: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
@@ -104,7 +119,8 @@ def test_the_recorded_answers_are_the_sdks_own_for_this_build() -> None:
     assert recorded["sources"] == now["sources"], hint
     assert recorded["initialize"] == now["initialize"], hint
     assert recorded["tools"] == now["tools"], hint
-    assert set(recorded["initialize"]) == set(VERSIONS)
+    assert recorded["modern"] == now["modern"], hint
+    assert set(recorded["initialize"]) == set(VERSIONS) and set(recorded["modern"]) == {MODERN}
 
 
 def test_a_recording_for_other_sources_or_another_sdk_is_not_used(tmp_path: Path) -> None:
@@ -146,6 +162,39 @@ def test_the_early_answers_equal_the_sdks_and_the_sdk_serves_the_rest(
     stderr = wire.close()
     assert not [m for m in wire.seen if str(m.get("id", "")).startswith(mcp_front.PRIVATE)]
     assert "differs" not in stderr, stderr
+
+
+def test_the_2026_era_discovery_and_tool_list_are_answered_early_as_the_sdk_would(
+    dish: Path, tmp_path: Path
+) -> None:
+    discover = enveloped("server-discover-probe-1", "server/discover")
+    listing = enveloped(3, "tools/list")
+    expected = sdk_replies(tmp_path, [discover, listing])
+    wire = Wire(dish)
+    wire.send(discover, listing)
+    assert wire.reply("server-discover-probe-1") == expected["server-discover-probe-1"]
+    assert wire.reply(3) == expected[3]
+    wire.send(enveloped(4, "tools/call", name="petri_status", arguments={}), enveloped(5, "prompts/list"))
+    answer = wire.reply(4)["result"]
+    assert not answer.get("isError"), answer
+    assert answer["structuredContent"]["runs"][0]["claim"].startswith("Heat pumps")
+    assert wire.reply(5)["result"]["prompts"] == []
+    stderr = wire.close()
+    assert not [m for m in wire.seen if str(m.get("id", "")).startswith(mcp_front.PRIVATE)]
+    assert "differs" not in stderr, stderr
+
+
+def test_an_initialize_after_a_2026_era_request_is_left_to_the_sdk(dish: Path, tmp_path: Path) -> None:
+    """The first request decides the era (as in the SDK): a handshake after a 2026-era request
+    is not answered early, so the client hears what the SDK says of it."""
+    opening = enveloped("p", "prompts/list")  # not answered early: it goes to the SDK first
+    hello = initialize("h", "2025-11-25")
+    expected = sdk_replies(tmp_path, [opening, hello])
+    wire = Wire(dish)
+    wire.send(opening, hello)
+    assert wire.reply("h") == expected["h"]
+    assert "error" in expected["h"]  # the SDK refuses a handshake on a 2026-era connection
+    wire.close()
 
 
 def test_a_protocol_version_not_recorded_is_negotiated_by_the_sdk(dish: Path, tmp_path: Path) -> None:
