@@ -13,12 +13,17 @@ VERIFY_1M_S = 30.0
 
 
 def verify_parts(st: Store) -> dict[str, float]:
-    """Where `petri verify`'s time goes: the same steps as `Service.verify`, timed one by one."""
+    """Where `petri verify`'s time goes: the same steps as `Service.verify`, timed one by one.
+
+    `Service.verify` runs the chain in a thread beside the projections (the replay works inside
+    SQLite, without the GIL), so its wall time is about max(chain, projections) + the rest.
+    """
     parts = {
         "triggers": timed(st.check_triggers),
         "chain": timed(st.check_chain),
         "replay": timed(lambda: st.replay().close()),
         "projections (replay + compare)": timed(st.check_projections),
+        "blobs": timed(st.check_blobs),
     }
 
     def quotes() -> None:

@@ -7,6 +7,7 @@ either the whole transition or none of it. The projections are a pure function o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,9 +15,8 @@ import random
 import sqlite3
 import time
 import zlib
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,8 +134,12 @@ JSON_COLUMNS = {"settings", "clarifications", "proposal", "outcome", "budget"}
 
 
 def canonical(value: Any) -> str:
-    """Canonical JSON: sorted keys, no spaces, UTF-8 (the hashed form of a payload)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Canonical JSON: sorted keys, no spaces, UTF-8 (the hashed form of a payload).
+
+    NaN and the infinities have no JSON form (Python would write `NaN`, which SQLite's JSON functions,
+    and so the projections, refuse): they raise ValueError.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def event_hash(
@@ -175,310 +179,351 @@ def default_dish(start: Path | None = None, environ: Mapping[str, str] | None = 
 
 
 # ---------------------------------------------------------------- projection
+#
+# Each event type changes the projections by one SQL statement over its event row: `{e}seq`,
+# `{e}run_id`, `{e}cell_id`, `{e}task_id`, `{e}at` and `{e}payload` (the canonical JSON text). The
+# same text runs live and in replay: `Store.append` binds the row as named parameters (`{e}` is
+# `:`); replay runs it in a trigger for each event of the log (`{e}` is `new.`) or, for a plain
+# INSERT into a table no other type writes, once over all of its type's events (`{e}` is `e.`).
+
+#: How canonical JSON writes a NUL character. SQLite 3.40's json_extract cuts a string there, so a
+#: payload holding one is read with `petri_json_extract`, a Python twin that keeps the whole string.
+NUL = "\\u0000"
+EVENT_COLUMNS = ("seq", "run_id", "cell_id", "task_id", "type", "at", "payload")
 
 
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else canonical(value)
+def _p(path: str) -> str:
+    """SQL for the payload's value at `path` (`quote`, `usage.input_tokens`): NULL when absent."""
+    return f"{{json}}({{e}}payload, '$.{path}')"
 
 
-def _apply_run_started(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            e["run_id"],
-            p["claim"],
-            p["preset"],
-            "intake",
-            p["root_cell_id"],
-            canonical(p["settings"]),
-            canonical(p["clarifications"]),
-            e["at"],
-            e["at"],
-        ),
-    )
+def _pj(path: str) -> str:
+    """SQL for the payload's JSON text at `path`: canonical, because the payload is."""
+    return f"({{e}}payload -> '$.{path}')"
 
 
-def _apply_run_state(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute("UPDATE runs SET state=?, updated_at=? WHERE run_id=?", (p["to"], e["at"], e["run_id"]))
+def _json_extract_keeping_nul(document: str, path: str) -> Any:
+    """SQLite's `json_extract(document, path)` for a `$.a.b` path, without cutting strings at NUL."""
+    value: Any = json.loads(document)
+    for key in path.split(".")[1:]:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return canonical(value) if isinstance(value, (dict, list)) else value
 
 
-def _apply_cell_created(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO cells VALUES (?,?,?,?,?,'new',0,0,0,0,?,?,?,NULL,NULL,NULL,NULL,NULL,NULL,NULL,?,?)",
-        (
-            e["cell_id"],
-            e["run_id"],
-            p["level"],
-            p["seq"],
-            p["text"],
-            int(p["atomic"]),
-            p["leaf_reason"],
-            p["bedrock_reason"],
-            e["at"],
-            e["at"],
-        ),
-    )
+def add_functions(conn: sqlite3.Connection) -> None:
+    """Register what projection statements call besides SQLite's own functions."""
+    conn.create_function("petri_json_extract", 2, _json_extract_keeping_nul, deterministic=True)
 
 
-def _cell_updates(
-    c: sqlite3.Connection, e: Mapping[str, Any], fields: Mapping[str, Any], state: str | None
-) -> None:
-    cols, values = ["updated_at=?"], [e["at"]]
-    if state is not None:
-        cols.append("state=?")
-        values.append(state)
-    for name, value in fields.items():
-        if name not in CELL_FIELDS:
-            raise DishError(f"event {e['seq']} sets unknown cell field {name!r}")
-        cols.append(f"{name}=?")
-        values.append(
-            _json_or_none(value) if name == "proposal" else (int(value) if isinstance(value, bool) else value)
-        )
-    c.execute(f"UPDATE cells SET {', '.join(cols)} WHERE cell_id=?", (*values, e["cell_id"]))
+@dataclass(frozen=True)
+class Projection:
+    """What one event type does to the projections: one statement, or none (events kept for the record).
+
+    `bulk` marks a plain INSERT into a table no other type writes, which replay runs once for all the
+    type's events. `guard` is an SQL expression over the event row: NULL, or what is wrong with an
+    event the statement must refuse.
+    """
+
+    sql: str = ""
+    bulk: bool = False
+    guard: str = ""
+
+    def statement(self, e: str, *, nul: bool = False, rows: str = "") -> str:
+        """The statement for an event row named `e` (`:`, `new.`), or for `rows` (a FROM clause) as `e.`.
+
+        `nul` reads payloads that hold a NUL character.
+        """
+        return self.sql.format(e=e, json="petri_json_extract" if nul else "json_extract", rows=rows)
 
 
-def _apply_cell_state(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _cell_updates(c, e, p.get("fields", {}), p["to"])
+def _insert(table: str, *values: str, replace: bool = False, bulk: bool = False) -> Projection:
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    return Projection(f"{verb} INTO {table} SELECT {', '.join(values)}{{rows}}", bulk)
 
 
-def _apply_cell_updated(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _cell_updates(c, e, p["fields"], None)
+def _update(table: str, key: str, guard: str = "", **values: str) -> Projection:
+    sets = ", ".join(f"{column} = {value}" for column, value in values.items())
+    return Projection(f"UPDATE {table} SET {sets} WHERE {table}.{key}", guard=guard)
 
 
-def _apply_edge(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute("INSERT INTO edges VALUES (?,?,?,?)", (p["child_id"], p["parent_id"], p["relation"], e["at"]))
+def _task(**values: str) -> Projection:
+    return _update("tasks", "task_id = {e}task_id", **values, updated_at="{e}at")
 
 
-def _apply_task_created(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,'ready',1,?,NULL,0,NULL,NULL,?,NULL,NULL,?,?)",
-        (
-            e["task_id"],
-            e["run_id"],
-            e["cell_id"],
-            p["role"],
-            p["kind"],
-            p["iteration"],
-            p["phase"],
-            p["step"],
-            p["opener"],
-            p["ready_at"],
-            p["brief"],
-            e["at"],
-            e["at"],
-        ),
-    )
+def _cell(**values: str) -> Projection:
+    """Set every cell field the payload's `fields` names (`proposal` as JSON text); refuse others."""
+    fields = {}
+    for name in sorted(CELL_FIELDS):
+        path = f"fields.{name}"
+        value = f"nullif({_pj(path)}, 'null')" if name == "proposal" else _p(path)
+        fields[name] = f"CASE WHEN json_type({{e}}payload, '$.{path}') IS NULL THEN {name} ELSE {value} END"
+    known = ", ".join(f"'$.{name}'" for name in sorted(CELL_FIELDS))
+    unknown = f"'sets unknown cell fields ' || nullif(json_remove({_pj('fields')}, {known}), '{{{{}}}}')"
+    return _update("cells", "cell_id = {e}cell_id", unknown, **values, **fields, updated_at="{e}at")
 
 
-def _task_set(c: sqlite3.Connection, e: Mapping[str, Any], **cols: Any) -> None:
-    names = ", ".join(f"{k}=?" for k in cols)
-    c.execute(
-        f"UPDATE tasks SET {names}, updated_at=? WHERE task_id=?", (*cols.values(), e["at"], e["task_id"])
-    )
-
-
-def _apply_task_claimed(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _task_set(
-        c,
-        e,
-        status="leased",
-        lease=p["lease"],
-        fence=p["fence"],
-        worker=p["worker"],
-        expires_at=p["expires_at"],
-    )
-
-
-def _apply_lease_renewed(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _task_set(c, e, expires_at=p["expires_at"])
-
-
-def _apply_task_released(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _task_set(
-        c,
-        e,
-        status="ready",
-        lease=None,
-        worker=None,
-        expires_at=None,
-        attempt=p["attempt"],
-        ready_at=p["ready_at"],
-    )
-
-
-def _apply_task_status(
-    status: str,
-) -> Callable[[sqlite3.Connection, Mapping[str, Any], Mapping[str, Any]], None]:
-    def apply(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-        _task_set(c, e, status=status, expires_at=None)
-
-    return apply
-
-
-def _apply_task_submitted(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _task_set(c, e, status="submitted", result_hash=p["result_hash"], expires_at=None)
-
-
-def _apply_task_completed(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    _task_set(c, e, status="done", outcome=canonical(p["outcome"]))
-
-
-def _apply_verdict(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO verdicts VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            e["task_id"],
-            e["seq"],
-            e["cell_id"],
-            p["role"],
-            p["iteration"],
-            p["kind"],
-            p["verdict"],
-            p["summary"],
-            e["at"],
-        ),
-    )
-
-
-def _apply_citation(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO citations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            p["citation_id"],
-            e["cell_id"],
-            e["task_id"],
-            p["role"],
-            p["iteration"],
-            p["source_id"],
-            p["quote"],
-            p["stance"],
-            p["level"],
-            p["finding"],
-            p["match_start"],
-            p["match_end"],
-            p["match_score"],
-        ),
-    )
-
-
-def _apply_source(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            p["source_id"],
-            p["url"],
-            p["final_url"],
-            p["status"],
-            p["content_type"],
-            p["fetched_at"],
-            p["content_hash"],
-            p["title"],
-            p["author"],
-            p["published"],
-            p["text"],
-        ),
-    )
-
-
-def _apply_fetch(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO fetches VALUES (?,?,?,?,?)",
-        (e["seq"], p["url"], p["final_url"], p["source_id"], p["fetched_at"]),
-    )
-
-
-def _apply_evidence(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT OR REPLACE INTO evidence VALUES (?,?,?,?,?)",
-        (e["cell_id"], p["source_id"], p["iteration"], p.get("note"), e["at"]),
-    )
-
-
-def _apply_task_transcript(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    u = p["usage"]
-    c.execute(
-        "INSERT INTO usage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            e["seq"],
-            e["run_id"],
-            e["cell_id"],
-            e["task_id"],
-            p["attempt"],
-            p["runner"],
-            p["worker"],
-            p["harness"],
-            p["exit_code"],
-            p["duration_s"],
-            p["outcome"],
-            u["input_tokens"],
-            u["output_tokens"],
-            u["cache_read_tokens"],
-            u["cache_write_tokens"],
-            u["reasoning_tokens"],
-            u["cost_usd"],
-            u["model_calls"],
-            u["model"],
-            p["transcript_hash"],
-            p["transcript_bytes"],
-            e["at"],
-        ),
-    )
-
-
-def _apply_runner_started(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "INSERT INTO runners VALUES (?,?,?,?,?,?,?,NULL,NULL)",
-        (p["runner"], e["run_id"], p["pid"], p["harness"], p["jobs"], canonical(p["budget"]), e["at"]),
-    )
-
-
-def _apply_runner_stopped(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    c.execute(
-        "UPDATE runners SET stopped_at=?, stop_reason=? WHERE runner_id=?",
-        (e["at"], p["reason"], p["runner"]),
-    )
-
-
-def _no_projection(c: sqlite3.Connection, e: Mapping[str, Any], p: Mapping[str, Any]) -> None:
-    """Events kept for the record only (convergence checks, human decisions, usage)."""
-
-
-APPLY: Mapping[str, Callable[[sqlite3.Connection, Mapping[str, Any], Mapping[str, Any]], None]] = {
-    "run_started": _apply_run_started,
-    "run_state_changed": _apply_run_state,
-    "cell_created": _apply_cell_created,
-    "cell_state_changed": _apply_cell_state,
-    "cell_updated": _apply_cell_updated,
-    "edge_added": _apply_edge,
-    "task_created": _apply_task_created,
-    "task_claimed": _apply_task_claimed,
-    "lease_renewed": _apply_lease_renewed,
-    "task_released": _apply_task_released,
-    "task_stalled": _apply_task_status("stalled"),
-    "task_cancelled": _apply_task_status("cancelled"),
-    "task_submitted": _apply_task_submitted,
-    "task_completed": _apply_task_completed,
-    "verdict_recorded": _apply_verdict,
-    "citation_recorded": _apply_citation,
-    "source_stored": _apply_source,
-    "source_fetched": _apply_fetch,
-    "evidence_fed": _apply_evidence,
+_no_projection = Projection()  # events kept for the record only (convergence checks, decisions)
+USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "model_calls",
+    "model",
+)
+APPLY: Mapping[str, Projection] = {
+    "run_started": _insert(
+        "runs",
+        "{e}run_id",
+        _p("claim"),
+        _p("preset"),
+        "'intake'",
+        _p("root_cell_id"),
+        _pj("settings"),
+        _pj("clarifications"),
+        "{e}at",
+        "{e}at",
+    ),
+    "run_state_changed": _update("runs", "run_id = {e}run_id", state=_p("to"), updated_at="{e}at"),
+    "cell_created": _insert(
+        "cells",
+        "{e}cell_id",
+        "{e}run_id",
+        _p("level"),
+        _p("seq"),
+        _p("text"),
+        "'new'",
+        *("0",) * 4,  # iteration, cycle_start, step, decomposition_round
+        _p("atomic"),
+        _p("leaf_reason"),
+        _p("bedrock_reason"),
+        *("NULL",) * 7,  # directive … proposal
+        "{e}at",
+        "{e}at",
+    ),
+    "cell_state_changed": _cell(state=_p("to")),
+    "cell_updated": _cell(),
+    "edge_added": _insert("edges", _p("child_id"), _p("parent_id"), _p("relation"), "{e}at", bulk=True),
+    "task_created": _insert(
+        "tasks",
+        "{e}task_id",
+        "{e}run_id",
+        "{e}cell_id",
+        *map(_p, ("role", "kind", "iteration", "phase", "step", "opener")),
+        "'ready'",
+        "1",  # attempt
+        _p("ready_at"),
+        "NULL",  # lease
+        "0",  # fence
+        "NULL",  # worker
+        "NULL",  # expires_at
+        _p("brief"),
+        "NULL",  # result_hash
+        "NULL",  # outcome
+        "{e}at",
+        "{e}at",
+    ),
+    "task_claimed": _task(
+        status="'leased'",
+        lease=_p("lease"),
+        fence=_p("fence"),
+        worker=_p("worker"),
+        expires_at=_p("expires_at"),
+    ),
+    "lease_renewed": _task(expires_at=_p("expires_at")),
+    "task_released": _task(
+        status="'ready'",
+        lease="NULL",
+        worker="NULL",
+        expires_at="NULL",
+        attempt=_p("attempt"),
+        ready_at=_p("ready_at"),
+    ),
+    "task_stalled": _task(status="'stalled'", expires_at="NULL"),
+    "task_cancelled": _task(status="'cancelled'", expires_at="NULL"),
+    "task_submitted": _task(status="'submitted'", result_hash=_p("result_hash"), expires_at="NULL"),
+    "task_completed": _task(status="'done'", outcome=_pj("outcome")),
+    "verdict_recorded": _insert(
+        "verdicts",
+        "{e}task_id",
+        "{e}seq",
+        "{e}cell_id",
+        *map(_p, ("role", "iteration", "kind", "verdict", "summary")),
+        "{e}at",
+        bulk=True,
+    ),
+    "citation_recorded": _insert(
+        "citations",
+        _p("citation_id"),
+        "{e}cell_id",
+        "{e}task_id",
+        *map(_p, ("role", "iteration", "source_id", "quote", "stance", "level", "finding")),
+        *map(_p, ("match_start", "match_end", "match_score")),
+        bulk=True,
+    ),
+    "source_stored": _insert(
+        "sources",
+        *map(_p, ("source_id", "url", "final_url", "status", "content_type", "fetched_at")),
+        *map(_p, ("content_hash", "title", "author", "published", "text")),
+        bulk=True,
+    ),
+    "source_fetched": _insert(
+        "fetches", "{e}seq", *map(_p, ("url", "final_url", "source_id", "fetched_at")), bulk=True
+    ),
+    # The newest feed of a source to a cell's iteration wins: replayed event by event, in order.
+    "evidence_fed": _insert(
+        "evidence", "{e}cell_id", _p("source_id"), _p("iteration"), _p("note"), "{e}at", replace=True
+    ),
     "convergence_checked": _no_projection,
     "human_decided": _no_projection,
     "task_failed": _no_projection,
-    "task_transcript": _apply_task_transcript,
-    "runner_started": _apply_runner_started,
-    "runner_stopped": _apply_runner_stopped,
+    "task_transcript": _insert(
+        "usage",
+        "{e}seq",
+        "{e}run_id",
+        "{e}cell_id",
+        "{e}task_id",
+        *map(_p, ("attempt", "runner", "worker", "harness", "exit_code", "duration_s", "outcome")),
+        *(_p(f"usage.{key}") for key in USAGE_KEYS),
+        _p("transcript_hash"),
+        _p("transcript_bytes"),
+        "{e}at",
+        bulk=True,
+    ),
+    "runner_started": _insert(
+        "runners",
+        _p("runner"),
+        "{e}run_id",
+        _p("pid"),
+        _p("harness"),
+        _p("jobs"),
+        _pj("budget"),
+        "{e}at",
+        "NULL",  # stopped_at
+        "NULL",  # stop_reason
+    ),
+    "runner_stopped": _update(
+        "runners", f"runner_id = {_p('runner')}", stopped_at="{e}at", stop_reason=_p("reason")
+    ),
 }
 
 
-def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
-    """Update the projections for one event (the same code runs live and in replay)."""
-    try:
-        handler = APPLY[event["type"]]
-    except KeyError:
-        raise DishError(f"event {event['seq']} has unknown type {event['type']!r}") from None
-    handler(conn, event, payload)
+def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any]) -> None:
+    """Update the projections for one stored event (a mapping of `EVENT_COLUMNS`, payload as text)."""
+    if event["type"] not in APPLY:
+        raise DishError(f"event {event['seq']} has unknown type {event['type']!r}")
+    guard, statement = _live_sql(event["type"], NUL in event["payload"])
+    if guard and (problem := conn.execute(guard, event).fetchone()[0]) is not None:
+        raise DishError(f"event {event['seq']} {problem}")
+    if statement:
+        conn.execute(statement, event)
+
+
+@functools.cache
+def _live_sql(type_: str, nul: bool) -> tuple[str, str]:
+    """The guard query and the statement `apply_event` runs for one event type, with named parameters."""
+    projection = APPLY[type_]
+    guard = f"SELECT {projection.guard.format(e=':')}" if projection.guard else ""
+    return guard, projection.statement(":", nul=nul) if projection.sql else ""
+
+
+def replay_into(conn: sqlite3.Connection, *, event_by_event: bool = False) -> None:
+    """Rebuild every projection in `conn`'s main schema from the log it reads as `events`.
+
+    Call inside a transaction. One scan indexes the log by type (`temp.kinds`); each bulk type then
+    loads in one statement, and the other types run event by event, in log order, through a feed
+    whose temporary triggers run each type's statement: no Python runs per event. Should that refuse
+    the log (or `event_by_event` ask for it), the log is applied one event at a time, as it was
+    written, which names the event that fails.
+    """
+    create_projections(conn, indexes=False)
+    in_bulk = not event_by_event
+    if in_bulk:
+        try:
+            _replay_in_bulk(conn)
+        except (sqlite3.Error, DishError):
+            in_bulk = False  # what it refused is applied below, one event at a time, and named
+        finally:
+            scaffolding = "SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view')"
+            for kind, name in conn.execute(scaffolding).fetchall():
+                conn.execute(f"DROP {kind} temp.{name}")
+    if not in_bulk:
+        for table in PROJECTIONS:
+            conn.execute(f"DELETE FROM main.{table}")
+        for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq"):
+            event = dict(zip(EVENT_COLUMNS, row, strict=True))
+            try:
+                apply_event(conn, event)
+            except (sqlite3.Error, DishError) as exc:
+                raise DishError(f"replay failed at event {event['seq']} ({event['type']}): {exc!r}") from exc
+
+
+def _replay_in_bulk(conn: sqlite3.Connection) -> None:
+    """The fast path of `replay_into`; raises where the log holds what it cannot apply."""
+    conn.execute(
+        "CREATE TEMP TABLE kinds (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, nul INTEGER NOT NULL)"
+    )
+    conn.execute("INSERT INTO temp.kinds SELECT seq, type, payload GLOB ? FROM events", (f"*{NUL}*",))
+    present = {t for (t,) in conn.execute("SELECT DISTINCT type FROM temp.kinds")}
+    if present - APPLY.keys():
+        raise DishError(f"unknown event types {sorted(present - APPLY.keys())}")
+    columns = ", ".join(f"v.{c}" for c in EVENT_COLUMNS)
+    of_type = f"SELECT {columns} FROM temp.kinds AS k JOIN events AS v ON v.seq = k.seq WHERE k.type = ?"
+    conn.execute(f"CREATE TEMP VIEW feed AS SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE 0")
+    fed = []
+    for type_, projection in APPLY.items():
+        if type_ not in present or not projection.sql:
+            continue
+        if projection.bulk:
+            conn.execute(projection.statement("e.", rows=f" FROM ({of_type} AND NOT k.nul) AS e"), (type_,))
+            continue
+        fed.append(type_)
+        refuse = (
+            f"SELECT RAISE(ABORT, 'refused') WHERE {projection.guard} NOTNULL;" if projection.guard else ""
+        )
+        conn.execute(
+            f"CREATE TEMP TRIGGER replay_{type_} INSTEAD OF INSERT ON feed WHEN new.type = '{type_}' "
+            f"BEGIN {refuse.format(e='new.')} {projection.statement('new.')}; END"
+        )
+    feed = (
+        f"INSERT INTO temp.feed SELECT {columns} FROM temp.kinds AS k JOIN events AS v ON v.seq = k.seq "
+        f"WHERE k.type IN ({_marks(fed)}) AND k.seq > ? AND k.seq < ? ORDER BY k.seq"
+    )
+    # An event whose payload holds a NUL character is applied on its own, in its place in the log.
+    nul_seqs = [
+        seq for (seq,) in conn.execute("SELECT seq FROM temp.kinds WHERE nul ORDER BY seq").fetchall()
+    ]
+    for after, seq in zip([0, *nul_seqs], nul_seqs, strict=False):
+        conn.execute(feed, (*fed, after, seq))
+        row = conn.execute(f"SELECT {columns} FROM events AS v WHERE v.seq = ?", (seq,)).fetchone()
+        apply_event(conn, dict(zip(EVENT_COLUMNS, row, strict=True)))
+    conn.execute(feed, (*fed, nul_seqs[-1] if nul_seqs else 0, 2**63 - 1))
+
+
+def _marks(values: Iterable[str]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _differing_rows(conn: sqlite3.Connection, table: str) -> int:
+    """How many rows `live.table` and its replay `main.table` do not share (0: the tables are equal).
+
+    Rows pair up by primary key; a row without a partner counts once, a pair that differs in any
+    column twice (as the row on each side).
+    """
+    columns = conn.execute("SELECT name, pk FROM main.pragma_table_info(?)", (table,)).fetchall()
+    key = ", ".join(name for name, pk in columns if pk)
+    differs = " OR ".join(f"l.{name} IS NOT m.{name}" for name, pk in columns if not pk) or "0"
+    live, again = (
+        conn.execute(f"SELECT count(*) FROM {db}.{table}").fetchone()[0] for db in ("live", "main")
+    )
+    paired, changed = conn.execute(
+        f"SELECT count(*), total({differs}) FROM live.{table} AS l JOIN main.{table} AS m USING ({key})"
+    ).fetchone()
+    return int(live - paired + again - paired + 2 * changed)
 
 
 def create_projections(
@@ -525,6 +570,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA synchronous = NORMAL")
+    add_functions(conn)
     return conn
 
 
@@ -710,21 +756,19 @@ class Store:
         seqs = []
         for ev in events:
             seq += 1
-            payload = canonical(ev.payload)
+            try:
+                payload = canonical(ev.payload)
+            except ValueError as exc:
+                raise DishError(
+                    f"cannot record {ev.type}: {exc} (NaN, ±inf); record finite numbers"
+                ) from None
             digest = event_hash(seq, ev.run_id, ev.cell_id, ev.task_id, ev.type, ev.actor, payload, at, prev)
             self.conn.execute(
                 "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (seq, ev.run_id, ev.cell_id, ev.task_id, ev.type, ev.actor, payload, at, prev, digest),
             )
-            row = {
-                "seq": seq,
-                "run_id": ev.run_id,
-                "cell_id": ev.cell_id,
-                "task_id": ev.task_id,
-                "type": ev.type,
-                "at": at,
-            }
-            apply_event(self.conn, row, ev.payload)
+            event = {"seq": seq, "run_id": ev.run_id, "cell_id": ev.cell_id, "task_id": ev.task_id}
+            apply_event(self.conn, {**event, "type": ev.type, "at": at, "payload": payload})
             prev = digest
             seqs.append(seq)
         return seqs
@@ -1045,71 +1089,78 @@ class Store:
 
     # -- integrity
 
-    def replay(self) -> sqlite3.Connection:
-        """Rebuild every projection from the events alone, into a fresh in-memory database."""
-        fresh = sqlite3.connect(":memory:", isolation_level=None)
-        fresh.execute("PRAGMA journal_mode = OFF")  # a scratch copy: nothing to roll back to
-        create_projections(fresh, indexes=False)  # the indexes once, after the bulk load
-        fresh.execute("BEGIN")
-        cur = self.conn.execute(
-            "SELECT seq, run_id, cell_id, task_id, type, payload, at FROM events ORDER BY seq"
-        )
-        for seq, run_id, cell_id, task_id, type_, payload, at in cur:
-            if APPLY.get(type_) is _no_projection:
-                continue  # nothing to project: skip parsing its payload
-            row = {
-                "seq": seq,
-                "run_id": run_id,
-                "cell_id": cell_id,
-                "task_id": task_id,
-                "type": type_,
-                "at": at,
-            }
-            try:
-                apply_event(fresh, row, json.loads(payload))
-            except Exception as exc:
-                fresh.close()
-                raise DishError(f"replay failed at event {seq} ({type_}): {exc!r}") from exc
-        fresh.execute("COMMIT")
-        create_indexes(fresh)
-        return fresh
+    def replay(self, *, event_by_event: bool = False) -> sqlite3.Connection:
+        """Rebuild every projection from the events alone, into a fresh in-memory database.
 
-    def check_chain(self) -> list[str]:
-        """Recompute the hash chain; name every event whose link or hash is wrong."""
+        `event_by_event` applies the log one event at a time, as `append` did: slow, a cross-check.
+        """
+        conn = self._scratch()
+        try:
+            conn.execute("BEGIN")
+            replay_into(conn, event_by_event=event_by_event)
+            conn.execute("COMMIT")
+            create_indexes(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _scratch(self) -> sqlite3.Connection:
+        """An empty in-memory database that reads this dish, read-only, as `live`."""
+        conn = sqlite3.connect(":memory:", uri=True, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        add_functions(conn)
+        conn.execute("ATTACH ? AS live", (self._read_only_uri(),))
+        return conn
+
+    def _read_only_uri(self) -> str:
+        return f"{self.path.absolute().as_uri()}?mode=ro"
+
+    def check_chain(self, until: int | None = None) -> list[str]:
+        """Recompute the hash chain up to event `until` (default: the newest this store sees).
+
+        Names every event whose link or hash is wrong. It reads through a connection of its own, so
+        `Service.verify` runs it in a thread while the replay works inside SQLite.
+        """
+        until = self.event_count() if until is None else until
         problems: list[str] = []
         prev, expected_seq = GENESIS, 1
-        cur = self.conn.execute(
-            "SELECT seq, run_id, cell_id, task_id, type, actor, payload, at, prev_hash, hash "
-            "FROM events ORDER BY seq"
-        )
-        for seq, run_id, cell_id, task_id, type_, actor, payload, at, prev_hash, digest in cur:
-            if seq != expected_seq:
-                problems.append(f"event {seq}: sequence gap (expected {expected_seq})")
-            if prev_hash != prev:
-                problems.append(f"event {seq}: prev_hash does not match event {seq - 1}")
-            if event_hash(seq, run_id, cell_id, task_id, type_, actor, payload, at, prev_hash) != digest:
-                problems.append(f"event {seq} ({type_}): content does not match its hash (tampered)")
-            prev, expected_seq = digest, seq + 1
-            if len(problems) > 20:
-                problems.append("… more problems not listed")
-                break
+        with closing(sqlite3.connect(self._read_only_uri(), uri=True, timeout=BUSY_TIMEOUT_S)) as conn:
+            cur = conn.execute(
+                "SELECT seq, run_id, cell_id, task_id, type, actor, payload, at, prev_hash, hash "
+                "FROM events WHERE seq <= ? ORDER BY seq",
+                (until,),
+            )
+            for seq, run_id, cell_id, task_id, type_, actor, payload, at, prev_hash, digest in cur:
+                if seq != expected_seq:
+                    problems.append(f"event {seq}: sequence gap (expected {expected_seq})")
+                if prev_hash != prev:
+                    problems.append(f"event {seq}: prev_hash does not match event {seq - 1}")
+                if event_hash(seq, run_id, cell_id, task_id, type_, actor, payload, at, prev_hash) != digest:
+                    problems.append(f"event {seq} ({type_}): content does not match its hash (tampered)")
+                prev, expected_seq = digest, seq + 1
+                if len(problems) > 20:
+                    problems.append("… more problems not listed")
+                    break
         return problems
 
     def check_projections(self) -> list[str]:
-        """Compare every projection table with a replay of the log."""
+        """Compare every projection table with a replay of the log, both read in one snapshot."""
+        conn = self._scratch()
         try:
-            fresh = self.replay()
-        except (sqlite3.Error, DishError) as exc:
-            return [str(exc) if isinstance(exc, DishError) else f"replay failed: {exc}"]
-        problems = []
-        for table in PROJECTIONS:
-            live = Counter(tuple(r) for r in self.conn.execute(f"SELECT * FROM {table}"))
-            again = Counter(tuple(r) for r in fresh.execute(f"SELECT * FROM {table}"))
-            if live != again:
-                diff = sum(((live - again) + (again - live)).values())
-                problems.append(f"projection {table} differs from a replay of the events ({diff} rows)")
-        fresh.close()
-        return problems
+            conn.execute("BEGIN")
+            try:
+                replay_into(conn)
+            except (sqlite3.Error, DishError) as exc:
+                return [str(exc) if isinstance(exc, DishError) else f"replay failed: {exc}"]
+            return [
+                f"projection {table} differs from a replay of the events ({rows} rows)"
+                for table in PROJECTIONS
+                if (rows := _differing_rows(conn, table))
+            ]
+        finally:
+            conn.close()
 
     def check_triggers(self) -> list[str]:
         names = {r[0] for r in self._all("SELECT name FROM sqlite_master WHERE type='trigger'")}
