@@ -215,10 +215,6 @@ def test_a_stale_tool_list_is_announced_as_changed(tmp_path: Path) -> None:
     wire_out_r, wire_out_w = os.pipe()
     front = Front(snapshot, os.fdopen(wire_in_r, "rb"), os.fdopen(wire_out_w, "wb"))
     threading.Thread(target=front.pump, daemon=True).start()
-    server = threading.Thread(
-        target=run_on, args=(build(Service(tmp_path / ".petri")), front, front), daemon=True
-    )
-    server.start()
     to_server = os.fdopen(wire_in_w, "wb")
     for message in (
         initialize(1, "2025-11-25"),
@@ -228,7 +224,12 @@ def test_a_stale_tool_list_is_announced_as_changed(tmp_path: Path) -> None:
         to_server.write((json.dumps(message) + "\n").encode())
     to_server.flush()
     replies = os.fdopen(wire_out_r, "rb")
-    seen = [json.loads(replies.readline()) for _ in range(3)]
+    seen = [json.loads(replies.readline()) for _ in range(2)]  # answered before the SDK starts
+    server = threading.Thread(
+        target=run_on, args=(build(Service(tmp_path / ".petri")), front, front), daemon=True
+    )
+    server.start()
+    seen.append(json.loads(replies.readline()))
     to_server.close()
     server.join(30)
     assert seen[0]["id"] == 1 and seen[1]["id"] == 2
