@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import secrets
@@ -153,7 +154,10 @@ class Usage:
     model: str | None = None
 
     def as_payload(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "cost_usd": round(self.cost_usd, 6)}
+        # A harness that reports NaN or an infinite cost (JSON allows neither; the log refuses them)
+        # is recorded as having reported none.
+        cost = round(self.cost_usd, 6) if math.isfinite(self.cost_usd) else 0.0
+        return {**dataclasses.asdict(self), "cost_usd": cost}
 
 
 def json_lines(data: bytes) -> Iterator[dict[str, Any]]:

@@ -719,3 +719,8 @@ def test_petri_run_with_opencode_needs_an_installed_project(bench: Bench, tmp_pa
     )
     assert proc.returncode != 0 and "run `petri install opencode` here first" in proc.stderr
     assert not (bench.dish / "petri.db").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("cost", [float("nan"), float("inf"), float("-inf")])
+def test_a_cost_json_cannot_hold_is_recorded_as_none_reported(cost: float) -> None:
+    assert rn.Usage(1, 2, cost_usd=cost).as_payload()["cost_usd"] == 0.0
