@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 from petri_core.models import ClaimOut, Source, TaskOut
 from petri_core.service import Service
+from petri_core.store import EVENTS_DDL
 
 ARTICLE = (
     "Independent benchmark runs show that open-weight models trail the best proprietary models by about "
@@ -127,3 +130,26 @@ def passing(source_id: str) -> dict[str, dict[str, Any]]:
 
 def debate_turn(task: TaskOut) -> dict[str, Any]:
     return {"response": f"{task.role} answers the argument"}
+
+
+#: The triggers that keep the event log append-only.
+APPEND_ONLY_TRIGGERS = ("events_no_update", "events_no_delete")
+
+
+@contextmanager
+def raw(svc: Service) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the dish file, bypassing Petri entirely (autocommit)."""
+    with closing(sqlite3.connect(svc.dish / "petri.db", isolation_level=None)) as conn:
+        yield conn
+
+
+@contextmanager
+def without_triggers(svc: Service) -> Iterator[sqlite3.Connection]:
+    """Drop the append-only triggers, let the caller tamper, then put the triggers back."""
+    with raw(svc) as conn:
+        for name in APPEND_ONLY_TRIGGERS:
+            conn.execute(f"DROP TRIGGER {name}")
+        yield conn
+        for ddl in EVENTS_DDL:
+            if "CREATE TRIGGER" in ddl:
+                conn.execute(ddl)

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ARTICLE, Clock, Driver, add_article, passing, service
+from helpers import ARTICLE, Clock, Driver, add_article, passing, raw, service, without_triggers
 
 from petri_core import store
 from petri_core.errors import DishError
 from petri_core.machine import NewEvent
 from petri_core.service import Service
-from petri_core.store import EVENTS_DDL, PROJECTIONS, Store
+from petri_core.store import PROJECTIONS, Store
 
 NUL_SENTENCE = "The field log \x00 records a 12 % rise in output 🌞 after the panels were cleaned."
 NUL_QUOTE = "field log \x00 records a 12 % rise in output 🌞"
@@ -223,20 +222,6 @@ def test_a_dish_under_a_path_that_needs_percent_encoding_replays(tmp_path: Path)
 
 
 # ---------------------------------------------------------------- tampering is still reported
-
-
-@contextmanager
-def raw(svc: Service) -> Iterator[sqlite3.Connection]:
-    with closing(sqlite3.connect(svc.dish / "petri.db", isolation_level=None)) as conn:
-        yield conn
-
-
-@contextmanager
-def without_triggers(svc: Service) -> Iterator[sqlite3.Connection]:
-    with raw(svc) as conn:
-        conn.execute("DROP TRIGGER events_no_update")
-        yield conn
-        conn.execute(next(ddl for ddl in EVENTS_DDL if "events_no_update" in ddl))
 
 
 CHANGES = {

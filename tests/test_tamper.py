@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from helpers import Clock, Driver, add_article, passing, service
+from helpers import APPEND_ONLY_TRIGGERS as TRIGGERS
+from helpers import Clock, Driver, add_article, passing, raw, service, without_triggers
 
 from petri_core.cli import main
 from petri_core.service import Service
-from petri_core.store import EVENTS_DDL, event_hash
-
-TRIGGERS = ("events_no_update", "events_no_delete")
+from petri_core.store import event_hash
 
 
 @pytest.fixture
@@ -32,25 +29,6 @@ def svc(tmp_path: Path) -> Service:
     Driver(svc, lambda task, claim: ok[task.role]).drain(run.run_id)
     assert svc.verify().ok
     return svc
-
-
-@contextmanager
-def raw(svc: Service) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection to the dish file, bypassing Petri entirely (autocommit)."""
-    with closing(sqlite3.connect(svc.dish / "petri.db", isolation_level=None)) as conn:
-        yield conn
-
-
-@contextmanager
-def without_triggers(svc: Service) -> Iterator[sqlite3.Connection]:
-    """Drop the append-only triggers, let the caller tamper, then put the triggers back."""
-    with raw(svc) as conn:
-        for name in TRIGGERS:
-            conn.execute(f"DROP TRIGGER {name}")
-        yield conn
-        for ddl in EVENTS_DDL:
-            if "CREATE TRIGGER" in ddl:
-                conn.execute(ddl)
 
 
 def seq_of(svc: Service, type_: str) -> int:
