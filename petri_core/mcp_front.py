@@ -113,6 +113,9 @@ class Front:
         self.inbox.put("")  # end of input: the SDK's reader sees EOF
 
     def _receive(self, line: str) -> None:
+        if self.sdk_ready.is_set() and self._check is None:
+            self.inbox.put(line if line.endswith("\n") else line + "\n")  # nothing left to watch for
+            return
         message = _message(line)
         first = False
         if message is not None and "id" in message and self._era is None:
