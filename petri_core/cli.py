@@ -50,7 +50,23 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PetriGroup(click.Group):
+    """The command group; refuses arguments that are not text before any command sees them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for n, arg in enumerate(args, 1):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                raise click.UsageError(
+                    f"argument {n} holds bytes that are not UTF-8 text ({safe(ascii(arg))[:80]}); "
+                    "pass it as UTF-8",
+                    ctx,
+                ) from None
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=PetriGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="petri")
 def main() -> None:
     """Petri: research a claim with agents; Python enforces the workflow.

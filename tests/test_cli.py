@@ -722,3 +722,33 @@ def test_diagram_prints_the_state_machine_as_mermaid() -> None:
     assert "    stalled --> research: requeue" in lines
     assert "    validated --> [*]" in lines
     assert out.endswith("\n") and not out.endswith("\n\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "Heat pumps \udcff cut emissions", "--harness", "claude"],
+        ["cells", "a\udcffb"],
+        ["resolve", "x-0-01", "--requeue", "--guidance", "look \udce2 again"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error_and_writes_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Bytes that do not decode reach Python as lone surrogates, which no store can hold."""
+    dish = tmp_path / ".petri"
+    result = CliRunner().invoke(main, args, env={"PETRI_HOME": str(dish)})
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
+    assert "not UTF-8 text" in result.output and "pass it as UTF-8" in result.output
+    assert not dish.exists()
+
+
+def test_a_real_process_given_undecodable_bytes_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "petri_core", "cells", os.fsdecode(b"caf\xe9")],
+        capture_output=True,
+        env={**os.environ, "PETRI_HOME": str(tmp_path / ".petri")},
+    )
+    assert done.returncode == 2
+    assert b"Traceback" not in done.stderr and b"not UTF-8 text" in done.stderr
