@@ -199,6 +199,23 @@ def show(cell_id: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("task_id")
+@click.option("--attempt", type=click.IntRange(min=1), help="That attempt's process (default: the latest).")
+@click.option("--raw", is_flag=True, help="The stored bytes exactly as the harness wrote them (for a file).")
+@domain_errors
+def transcript(task_id: str, attempt: int | None, raw: bool) -> None:
+    """A task's harness transcript as `petri run` stored it (the process's stdout: JSON lines)."""
+    data = _service().transcript(task_id, attempt)
+    if raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        click.echo(safe(line))  # the model's words, tool output: never escape sequences to a terminal
+
+
+@main.command()
 @click.argument("run_id", required=False)
 @click.option("--cell", "cell_id", help="Only this cell's events.")
 @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")

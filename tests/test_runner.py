@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from helpers import Clock, add_article, passing, service
 
 from petri_core import runner as rn
+from petri_core.cli import main
 from petri_core.errors import Rejected
 from petri_core.models import TaskOut
 from petri_core.service import Service
@@ -724,3 +726,31 @@ def test_petri_run_with_opencode_needs_an_installed_project(bench: Bench, tmp_pa
 @pytest.mark.parametrize("cost", [float("nan"), float("inf"), float("-inf")])
 def test_a_cost_json_cannot_hold_is_recorded_as_none_reported(cost: float) -> None:
     assert rn.Usage(1, 2, cost_usd=cost).as_payload()["cost_usd"] == 0.0
+
+
+def test_petri_transcript_prints_the_stored_output_safely_and_raw_exactly(
+    recorded: tuple[Service, str],
+) -> None:
+    svc, task_id = recorded
+    hostile = b'{"type":"assistant","text":"\x1b[31mred\x1b[0m \xe2\x9c\x93"}\n'
+    svc.record_transcript(
+        task_id,
+        runner="abc123",
+        worker="run-abc123-2",
+        harness="claude",
+        exit_code=0,
+        duration_s=1.0,
+        outcome="submitted",
+        usage=rn.Usage().as_payload(),
+        transcript=hostile,
+    )
+    env = {"PETRI_HOME": str(svc.dish)}
+    shown = CliRunner().invoke(main, ["transcript", task_id], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == '{"type":"assistant","text":"red \u2713"}\n'  # escapes stripped
+    raw = CliRunner().invoke(main, ["transcript", task_id, "--raw"], env=env)
+    assert raw.stdout_bytes == hostile
+    missing = CliRunner().invoke(main, ["transcript", task_id, "--attempt", "2"], env=env)
+    assert missing.exit_code == 1 and f"no transcript for task {task_id} attempt 2" in missing.output
+    unknown = CliRunner().invoke(main, ["transcript", "no-such-task"], env=env)
+    assert unknown.exit_code == 1 and unknown.output.startswith("Error: ")
