@@ -74,8 +74,8 @@ PROJECTIONS: Mapping[str, str] = {
         stopped_at TEXT, stop_reason TEXT)""",
 }
 #: Every migration `_migrations` defines, in order (a dish that has them all needs no sqlite_utils).
-MIGRATION_NAMES = ("m001_events_and_projections", "m002_usage_runners_blobs")
-M001, M002 = MIGRATION_NAMES
+MIGRATION_NAMES = ("m001_events_and_projections", "m002_usage_runners_blobs", "m003_usage_task_index")
+M001, M002, M003 = MIGRATION_NAMES
 #: Projection tables a later migration added (an older dish gets them empty: it cannot hold their events).
 ADDED: Mapping[str, str] = {"usage": M002, "runners": M002}
 INDEXES = (
@@ -89,6 +89,7 @@ INDEXES = (
     "CREATE INDEX fetches_url ON fetches (url, fetched_at)",
     "CREATE INDEX usage_run ON usage (run_id)",
     "CREATE INDEX usage_cell ON usage (cell_id)",
+    "CREATE INDEX usage_task ON usage (task_id)",  # `petri show` sums usage per task (m003)
 )
 #: Content-addressed storage (harness transcripts): written beside the event that names the hash,
 #: in the same transaction; never a projection, never updated or deleted.
@@ -561,6 +562,11 @@ def _migrations() -> Any:
         create_projections(db.conn, added)
         for ddl in BLOBS_DDL:
             db.execute(ddl)
+
+    @migrations(name=M003)
+    def m003(db: Any) -> None:
+        # A dish made before usage_task was in INDEXES; m002 makes it on newer ones.
+        db.execute("CREATE INDEX IF NOT EXISTS usage_task ON usage (task_id)")
 
     return migrations
 

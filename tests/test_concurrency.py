@@ -149,7 +149,11 @@ def test_processes_opening_an_unmigrated_dish_at_once_migrate_it_exactly_once(tm
         assert stdout == "no runs yet: start one with petri_start(claim)\n"
     with closing(sqlite3.connect(dish / "petri.db")) as raw:
         applied = raw.execute("SELECT name FROM _sqlite_migrations").fetchall()
-        assert applied == [("m001_events_and_projections",), ("m002_usage_runners_blobs",)]
+        assert applied == [
+            ("m001_events_and_projections",),
+            ("m002_usage_runners_blobs",),
+            ("m003_usage_task_index",),
+        ]
         # The fast path that skips sqlite_utils must know every migration there is.
         assert tuple(name for (name,) in applied) == MIGRATION_NAMES
         assert [m.name for m in _migrations()._migrations] == list(MIGRATION_NAMES)

@@ -754,3 +754,17 @@ def test_petri_transcript_prints_the_stored_output_safely_and_raw_exactly(
     assert missing.exit_code == 1 and f"no transcript for task {task_id} attempt 2" in missing.output
     unknown = CliRunner().invoke(main, ["transcript", "no-such-task"], env=env)
     assert unknown.exit_code == 1 and unknown.output.startswith("Error: ")
+
+
+def test_a_dish_from_before_the_usage_task_index_gains_it_and_show_uses_it(
+    recorded: tuple[Service, str],
+) -> None:
+    svc, task_id = recorded
+    svc.close()
+    with closing(sqlite3.connect(svc.dish / "petri.db", isolation_level=None)) as conn:
+        conn.execute("DROP INDEX usage_task")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm003_usage_task_index'")
+    with Store(svc.dish) as st:
+        plan = st.conn.execute("EXPLAIN QUERY PLAN SELECT * FROM usage WHERE task_id = ?", (task_id,))
+        assert "USING INDEX usage_task" in " ".join(str(row[-1]) for row in plan)
+        assert st.check_projections() == []
