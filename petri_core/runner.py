@@ -800,7 +800,10 @@ class Runner:
         if limit is not None:
             self._pause(limit, retry_after or 0.0)
         if outcome.startswith(("failed", "not claimed")):
-            self._give_back(child, outcome.split(": ", 1)[1], task.status == "ready", retry_after)
+            reason = outcome.split(": ", 1)[1]
+            interrupted = bool(child.killed and child.killed.startswith("interrupted"))
+            counts = limit is None and not interrupted  # the task did not fail: it was refused or stopped
+            self._give_back(child, reason, task.status == "ready", retry_after, counts=counts)
 
     def _why(
         self, child: Child, rc: int | None, stderr: bytes, limit: RateLimit | None, attempt: int
@@ -832,9 +835,12 @@ class Runner:
             at = datetime.fromtimestamp(until, UTC).astimezone().strftime("%H:%M:%S")
             self.say(f"pause dispatching until {at} ({wait:.0f} s): {limit.message[:120]}")
 
-    def _give_back(self, child: Child, why: str, unclaimed: bool, retry_after: float | None) -> None:
-        """Fail the task as retryable so the attempt count, backoff and cap apply; claim it first
-        under the child's worker name if the child never did."""
+    def _give_back(
+        self, child: Child, why: str, unclaimed: bool, retry_after: float | None, *, counts: bool = True
+    ) -> None:
+        """Fail the task as retryable so the attempt count, backoff and cap apply (a rate limit
+        does not count: the task did not fail, the provider refused); claim it first under the
+        child's worker name if the child never did."""
         task_id = child.task.task_id
         try:
             lease = self.svc.claim(task_id, child.worker).lease if unclaimed else child.lease
@@ -842,7 +848,7 @@ class Runner:
                 lease = self.svc.task(task_id).lease
             if lease is None:
                 return
-            out = self.svc.fail(task_id, lease, why, retryable=True, retry_after=retry_after)
+            out = self.svc.fail(task_id, lease, why, retryable=True, retry_after=retry_after, counts=counts)
         except Rejected as exc:
             self.say(f"      {task_id}: could not give it back ({exc.problem})")
             return

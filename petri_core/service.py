@@ -266,16 +266,20 @@ class Service:
             done += self._release(st, task, now, cause="lease expired", retry_at=now)
         return done
 
-    def _release(self, st: Store, task: Task, now: str, *, cause: str, retry_at: str) -> list[NewEvent]:
+    def _release(
+        self, st: Store, task: Task, now: str, *, cause: str, retry_at: str, counts: bool = True
+    ) -> list[NewEvent]:
+        """Back to the queue as the next attempt, or parked past the attempt cap; a failure that
+        does not count (a provider's rate limit) retries as the same attempt."""
         cap = st.run(task.run_id).settings["attempt_cap"]
-        if task.attempt + 1 > cap:
+        if counts and task.attempt + 1 > cap:
             snap = self._snapshot(st, task.cell_id, now)
             events = machine.decide_task_stalled(snap, task, f"{cause}; attempt cap {cap} reached")
         else:
             events = [
                 NewEvent(
                     "task_released",
-                    {"cause": cause, "attempt": task.attempt + 1, "ready_at": retry_at},
+                    {"cause": cause, "attempt": task.attempt + int(counts), "ready_at": retry_at},
                     task.run_id,
                     task.cell_id,
                     task.task_id,
@@ -690,9 +694,20 @@ class Service:
         return similar, existing
 
     def fail(
-        self, task_id: str, lease: str, reason: str, retryable: bool = True, retry_after: float | None = None
+        self,
+        task_id: str,
+        lease: str,
+        reason: str,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        *,
+        counts: bool = True,
     ) -> FailOut:
-        """Give a task back: retryable (with backoff) or needing a human (the cell is parked)."""
+        """Give a task back: retryable (with backoff) or needing a human (the cell is parked).
+
+        `counts=False` keeps a retryable failure off the attempt cap. Only `petri run` passes it,
+        for a rate limit it read from the harness's own output; the MCP door never offers it, so
+        an agent cannot claim a rate limit to retry forever."""
         reason = " ".join(reason.split())[:1000]
         if not reason:
             raise Rejected(
@@ -705,7 +720,7 @@ class Service:
                 [
                     NewEvent(
                         "task_failed",
-                        {"reason": reason, "retryable": retryable, "attempt": task.attempt},
+                        {"reason": reason, "retryable": retryable, "attempt": task.attempt, "counts": counts},
                         task.run_id,
                         task.cell_id,
                         task_id,
@@ -721,7 +736,7 @@ class Service:
                     else min(RETRY_BASE_S * 2 ** (task.attempt - 1), RETRY_MAX_S)
                 )
                 retry_at = iso(datetime.fromisoformat(now) + timedelta(seconds=max(0.0, wait)))
-                self._release(st, task, now, cause=f"failed: {reason}", retry_at=retry_at)
+                self._release(st, task, now, cause=f"failed: {reason}", retry_at=retry_at, counts=counts)
             else:
                 snap = self._snapshot(st, task.cell_id, now)
                 self._commit(st, machine.decide_task_stalled(snap, task, f"needs a human: {reason}"), now)

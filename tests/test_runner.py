@@ -310,6 +310,18 @@ def test_a_rate_limit_pauses_all_dispatching_until_its_reset_hint(bench: Bench) 
     assert transcript["payload"]["outcome"].startswith("not claimed: rate limited")
 
 
+def test_rate_limits_retry_as_the_same_attempt_and_never_reach_the_attempt_cap(bench: Bench) -> None:
+    """Two rate limits with a cap of 2 attempts: counted, the second would park the cell."""
+    plan = {"investigator": ["ratelimit:1", "ratelimit:1"]}
+    summary = bench.run(SOLAR, *LEAF, "-j", "1", "--attempt-cap", "2", plan=plan)
+    assert summary["stopped"] == "done" and summary["this_runner"]["rate_limits"] == 2
+    fails = bench.events("task_failed")
+    assert [(f["payload"]["attempt"], f["payload"]["counts"]) for f in fails] == [(1, False), (1, False)]
+    assert [e["payload"]["attempt"] for e in bench.events("task_released")] == [1, 1]
+    assert not bench.events("task_stalled")
+    assert bench.svc().verify().ok
+
+
 # ---------------------------------------------------------------- (c) SIGKILL, then --resume
 
 
