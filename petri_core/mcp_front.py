@@ -121,13 +121,13 @@ class Front:
         if message is not None and "id" in message and self._era is None:
             first = True
             self._era = "modern" if _envelope(message) is not None else "handshake"
-        if (
-            message is not None
-            and self.snapshot is not None
-            and not self.sdk_ready.is_set()
-            and self._answer_early(message, first)
-        ):
-            return
+        if message is not None and self.snapshot is not None and not self.sdk_ready.is_set():
+            try:
+                if self._answer_early(message, first):
+                    return
+            except (KeyError, TypeError, AttributeError) as exc:  # a recording not shaped as expected
+                print(f"petri mcp: not answering early ({exc!r}); the SDK will", file=sys.stderr, flush=True)
+                self.snapshot = None
         self.inbox.put(line if line.endswith("\n") else line + "\n")
         if message is not None and message.get("method") == "notifications/initialized":
             self._initialized = True
@@ -142,7 +142,7 @@ class Front:
             return False
         if self._era == "modern":
             version = _envelope(message)
-            answers = self.snapshot["modern"].get(version or "", {})
+            answers = self.snapshot.get("modern", {}).get(version or "", {})
             if method not in answers or not isinstance(params["_meta"].get(ENVELOPE_CAPABILITIES), dict):
                 return False  # not recorded, or an envelope the SDK would refuse: let it say why
             self._reply(message, answers[method])
@@ -150,7 +150,7 @@ class Front:
                 self._expect_tools(answers[method], {**message, "id": PRIVATE + "tools"})
             return True
         if method == "initialize" and first:
-            answer = self.snapshot["initialize"].get(params.get("protocolVersion"))
+            answer = self.snapshot.get("initialize", {}).get(params.get("protocolVersion"))
             if answer is None:
                 return False  # a version not recorded: the SDK negotiates it
             self._reply(message, answer)
@@ -158,7 +158,7 @@ class Front:
             self._to_sdk({**message, "id": PRIVATE + "initialize"})
             return True
         if method == "tools/list" and self._version is not None and _envelope(message) is None:
-            tools = self.snapshot["tools"].get(self._version)
+            tools = self.snapshot.get("tools", {}).get(self._version)
             if tools is None:
                 return False
             self._reply(message, tools)

@@ -249,3 +249,30 @@ def test_stray_output_to_fd_1_goes_to_stderr_not_onto_the_wire() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "wire\n"
     assert "stray" in done.stderr and "child" in done.stderr
+
+
+def test_a_recording_of_the_wrong_shape_leaves_everything_to_the_sdk(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    wire_in_r, wire_in_w = os.pipe()
+    wire_out_r, wire_out_w = os.pipe()
+    front = Front(
+        {"initialize": ["not", "a", "mapping"]}, os.fdopen(wire_in_r, "rb"), os.fdopen(wire_out_w, "wb")
+    )
+    threading.Thread(target=front.pump, daemon=True).start()
+    to_server = os.fdopen(wire_in_w, "wb")
+    to_server.write((json.dumps(initialize(1, "2025-11-25")) + "\n").encode())
+    to_server.flush()
+    deadline = time.monotonic() + 30
+    while front.snapshot is not None and time.monotonic() < deadline:  # the front gave up on it
+        time.sleep(0.01)
+    assert front.snapshot is None
+    server = threading.Thread(
+        target=run_on, args=(build(Service(tmp_path / ".petri")), front, front), daemon=True
+    )
+    server.start()
+    reply = json.loads(os.fdopen(wire_out_r, "rb").readline())
+    to_server.close()
+    server.join(30)
+    assert reply["id"] == 1 and reply["result"]["protocolVersion"] == "2025-11-25"  # the SDK's answer
+    assert "not answering early" in capfd.readouterr().err
