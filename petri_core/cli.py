@@ -651,9 +651,9 @@ def mcp(port: int | None) -> None:
 
         serve_stdio()
         return
-    from .mcp_server import serve
+    from .mcp_server import serve_http
 
-    serve(http_port=port)
+    serve_http(port)
 
 
 @main.group()

@@ -272,17 +272,12 @@ def _log_to_stderr() -> None:
     )
 
 
-def serve(http_port: int | None = None, dish: Path | None = None) -> None:
-    """Run the server on stdio (default) or streamable HTTP bound to 127.0.0.1.
-
-    `petri mcp` on stdio goes through `mcp_front.serve_stdio`, which answers the handshake while
-    this module loads, then calls `serve_front`."""
+def serve_http(port: int) -> None:
+    """`petri mcp --http PORT`: streamable HTTP bound to 127.0.0.1. (On stdio, `petri mcp` starts in
+    `mcp_front.serve_stdio`, which answers the handshake while this module loads, then calls
+    `serve_front`.)"""
     _log_to_stderr()
-    server = build(Service(dish) if dish else None)
-    if http_port is None:
-        server.run()
-    else:
-        server.run("streamable-http", host="127.0.0.1", port=http_port)
+    build().run("streamable-http", host="127.0.0.1", port=port)
 
 
 def serve_front(front: Any) -> None:
@@ -392,4 +387,13 @@ def handshake_snapshot() -> dict[str, Any]:
     }
 
 
-__all__ = ["INSTRUCTIONS", "CallToolResult", "PetriMCP", "build", "lean", "lean_schema", "serve"]
+__all__ = [
+    "INSTRUCTIONS",
+    "CallToolResult",
+    "PetriMCP",
+    "build",
+    "lean",
+    "lean_schema",
+    "serve_front",
+    "serve_http",
+]

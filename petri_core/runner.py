@@ -36,7 +36,6 @@ from .errors import PetriError, Rejected
 from .models import TaskOut
 from .service import RETRY_MAX_S, Service
 
-HARNESSES = ("claude", "opencode")
 TASK_TIMEOUT_S = 900.0
 BACKOFF_S = 30.0  # the service's own first retry delay; doubles per attempt
 RATE_LIMIT_S = 60.0  # pause when a rate limit carries no reset hint; doubles while it repeats
