@@ -195,10 +195,7 @@ class Front:
 
     def readline(self) -> str:
         self.sdk_ready.set()
-        line = self.inbox.get()
-        if not line:
-            self.inbox.put(line)  # EOF stays EOF for any later read
-        return line
+        return next_line(self.inbox)
 
     def write(self, text: str) -> int:
         self._pending += text
@@ -240,6 +237,15 @@ def _envelope(message: dict[str, Any]) -> str | None:
         return None
     version = meta[ENVELOPE_VERSION]
     return version if isinstance(version, str) else ""
+
+
+def next_line(inbox: queue.Queue[str]) -> str:
+    """The next queued line for the SDK's reader; '' is the end of input, and stays so for any
+    later read (the reader is a thread that may ask again)."""
+    line = inbox.get()
+    if not line:
+        inbox.put(line)
+    return line
 
 
 def _message(line: str) -> dict[str, Any] | None:

@@ -315,10 +315,9 @@ class _Script:
         self.replies: dict[Any, dict[str, Any]] = {}
 
     def readline(self) -> str:
-        line = self.inbox.get()
-        if not line:
-            self.inbox.put(line)
-        return line
+        from .mcp_front import next_line
+
+        return next_line(self.inbox)
 
     def write(self, text: str) -> int:
         for line in text.splitlines():
