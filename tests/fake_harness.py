@@ -131,24 +131,10 @@ class Out:
         """One model call that uses a tool, and the tool's result."""
         self.calls += 1
         if self.harness == "claude":
-            self.emit(
-                {
-                    "type": "assistant",
-                    "message": {
-                        "id": f"msg_{self.calls}",
-                        "model": MODEL,
-                        "role": "assistant",
-                        "content": [
-                            {"type": "tool_use", "id": f"tu_{self.calls}", "name": tool, "input": args}
-                        ],
-                        "usage": {
-                            "input_tokens": CALL["input"],
-                            "output_tokens": CALL["output"],
-                            "cache_read_input_tokens": CALL["cache_read"],
-                            "cache_creation_input_tokens": CALL["cache_write"],
-                        },
-                    },
-                }
+            self.assistant(
+                {"type": "tool_use", "id": f"tu_{self.calls}", "name": tool, "input": args},
+                cache_read_input_tokens=CALL["cache_read"],
+                cache_creation_input_tokens=CALL["cache_write"],
             )
             self.emit(
                 {
@@ -171,6 +157,12 @@ class Out:
             )
             self.step_finish("tool-calls")
 
+    def assistant(self, content: dict[str, Any], **cache_usage: int) -> None:
+        """A Claude Code assistant message of this model call: one content block and its usage."""
+        usage = {"input_tokens": CALL["input"], "output_tokens": CALL["output"], **cache_usage}
+        message = {"id": f"msg_{self.calls}", "model": MODEL, "role": "assistant", "content": [content]}
+        self.emit({"type": "assistant", "message": {**message, "usage": usage}})
+
     def step_finish(self, reason: str) -> None:
         self.emit(
             {
@@ -192,18 +184,7 @@ class Out:
     def finish(self, text: str) -> None:
         self.calls += 1
         if self.harness == "claude":
-            self.emit(
-                {
-                    "type": "assistant",
-                    "message": {
-                        "id": f"msg_{self.calls}",
-                        "model": MODEL,
-                        "role": "assistant",
-                        "content": [{"type": "text", "text": text}],
-                        "usage": {"input_tokens": CALL["input"], "output_tokens": CALL["output"]},
-                    },
-                }
-            )
+            self.assistant({"type": "text", "text": text})
             n = self.calls
             self.emit(
                 {
