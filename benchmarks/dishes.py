@@ -182,8 +182,7 @@ def fill(
     """
     started = time.perf_counter()
     source_id = add_source(svc)
-    # An idle reader, as a running MCP server would hold: without it every service call's close
-    # is the last one and checkpoints the WAL (see docs/benchmarks.md). It reads the event count.
+    # A connection of its own that reads the event count as the dish grows.
     keeper = sqlite3.connect(svc.dish / DB_NAME)
     made_runs, counter, n = 0, 0, 0
     show_cell: str | None = None

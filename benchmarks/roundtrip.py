@@ -24,7 +24,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from petri_core.service import Service
-from petri_core.store import DB_NAME, Store
+from petri_core.store import Store
 
 from .common import Row, Sizes, spread, timed
 from .dishes import QUOTES, add_source, decomposed_run
@@ -158,20 +158,12 @@ def run(sizes: Sizes) -> list[Row]:
         dish = folder / ".petri"
         svc = Service(dish)
         source_id = add_source(svc)
-        tasks = claimed_investigations(svc, 3 * w + 1)
+        tasks = claimed_investigations(svc, 2 * w + 1)
         beat, mcp_tasks = tasks[0], tasks[1 : w + 1]
-        alone, with_reader = tasks[w + 1 : 2 * w + 1], tasks[2 * w + 1 :]
+        alone = tasks[w + 1 :]
         run_id = svc.status()["runs"][0]["run_id"]
         wire = anyio.run(over_stdio, dish, run_id, source_id, mcp_tasks, beat, warmup)
         local = in_process(svc, source_id, alone, warmup)
-        # An idle second connection that has read once (so it holds the WAL open), as a long-lived
-        # server connection would: then no call's close is the last one, which checkpoints the WAL.
-        reader = sqlite3.connect(dish / DB_NAME)
-        reader.execute("SELECT COUNT(*) FROM runs").fetchone()
-        try:
-            local_reader = in_process(svc, source_id, with_reader, warmup)
-        finally:
-            reader.close()
         opens = [timed(lambda: Store(dish).close()) for _ in range(w)][warmup:]
         commit = bare_commits(folder, n, warmup, reconnect=False)
         commit_reconnect = bare_commits(folder, n, warmup, reconnect=True)
@@ -195,8 +187,7 @@ def run(sizes: Sizes) -> list[Row]:
         Row("P1", "submit ÷ status, medians", med["submit"] / med["status"], "×"),
         Row("P1", "submit ÷ ping, medians", med["submit"] / med["ping"], "×"),
         spread("P1", "in-process `Service.submit`, same submission", local),
-        spread("P1", "in-process `Service.submit`, an idle reader connection held", local_reader),
-        spread("P1", "`Store(dish)` open + close (each call does one)", opens),
+        spread("P1", "`Store(dish)` open + close (what each call paid before connections were kept)", opens),
         spread("P1", "bare sqlite3 INSERT+COMMIT, WAL (storage floor)", commit),
         spread("P1", "bare connect + INSERT+COMMIT + close, WAL", commit_reconnect),
         Row("P1", "store's share: in-process submit ÷ bare commit, medians", store_share, "×"),
