@@ -270,7 +270,7 @@ class Service:
         self, st: Store, task: Task, now: str, *, cause: str, retry_at: str, counts: bool = True
     ) -> list[NewEvent]:
         """Back to the queue as the next attempt, or parked past the attempt cap; a failure that
-        does not count (a provider's rate limit) retries as the same attempt."""
+        does not count (a provider's rate limit, a run stopped by its user) retries as the same attempt."""
         cap = st.run(task.run_id).settings["attempt_cap"]
         if counts and task.attempt + 1 > cap:
             snap = self._snapshot(st, task.cell_id, now)
@@ -705,9 +705,9 @@ class Service:
     ) -> FailOut:
         """Give a task back: retryable (with backoff) or needing a human (the cell is parked).
 
-        `counts=False` keeps a retryable failure off the attempt cap. Only `petri run` passes it,
-        for a rate limit it read from the harness's own output; the MCP door never offers it, so
-        an agent cannot claim a rate limit to retry forever."""
+        `counts=False` keeps a retryable failure off the attempt cap. Only `petri run` passes it:
+        for a rate limit it read from the harness's own output, and for a child it stopped itself
+        (Ctrl-C). The MCP door never offers it, so an agent cannot claim a rate limit to retry forever."""
         reason = " ".join(reason.split())[:1000]
         if not reason:
             raise Rejected(
