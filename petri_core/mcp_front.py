@@ -109,12 +109,13 @@ class Front:
     def pump(self) -> None:
         """Read the wire until it closes: answer what may be answered early, queue the rest."""
         for raw in self.wire_in:
-            self._receive(raw.decode("utf-8", errors="replace"))
+            line = raw.decode("utf-8", errors="replace")
+            self._receive(line if line.endswith("\n") else line + "\n")  # the last may lack one
         self.inbox.put("")  # end of input: the SDK's reader sees EOF
 
     def _receive(self, line: str) -> None:
         if self.sdk_ready.is_set() and self._check is None:
-            self.inbox.put(line if line.endswith("\n") else line + "\n")  # nothing left to watch for
+            self.inbox.put(line)  # nothing left to watch for
             return
         message = _message(line)
         first = False
@@ -128,7 +129,7 @@ class Front:
             except (KeyError, TypeError, AttributeError) as exc:  # a recording not shaped as expected
                 print(f"petri mcp: not answering early ({exc!r}); the SDK will", file=sys.stderr, flush=True)
                 self.snapshot = None
-        self.inbox.put(line if line.endswith("\n") else line + "\n")
+        self.inbox.put(line)
         if message is not None and message.get("method") == "notifications/initialized":
             self._initialized = True
             self._send_check()
