@@ -277,9 +277,16 @@ class Snapshot:
     verdicts: list[Verdict] = field(default_factory=list)  # this iteration, oldest first
     citations: list[Citation] = field(default_factory=list)  # the whole cell
     children: list[Neighbour] = field(default_factory=list)
-    ancestors: frozenset[str] = frozenset()
-    next_seq: dict[int, int] = field(default_factory=dict)  # level → next free seq in the run
+    #: The lineage, which only a decomposition reads (None: not loaded, as for a verdict's submit).
+    ancestors: frozenset[str] | None = None
+    next_seq: dict[int, int] | None = None  # level → next free seq in the run
     now: str = ""
+
+    def lineage(self) -> tuple[frozenset[str], dict[int, int]]:
+        """The ancestors and next free seqs, which a decomposition needs loaded."""
+        if self.ancestors is None or self.next_seq is None:
+            raise RuntimeError(f"the snapshot of {self.cell.cell_id} was taken without its lineage")
+        return self.ancestors, self.next_seq
 
 
 @dataclass(frozen=True)
@@ -780,6 +787,7 @@ def check_decomposition(
             f"{len(children)} children proposed for {cell.cell_id}; at most {settings.child_cap} are allowed",
             "keep only the load-bearing premises, or mark the claim atomic with a bedrock_reason",
         )
+    ancestors, _ = snap.lineage()
     problems: list[str] = []
     new_texts: list[str] = []
     current = {c.cell_id for c in snap.children}
@@ -789,7 +797,7 @@ def check_decomposition(
             ref = existing.get(child.existing_cell)
             if ref is None:
                 problems.append(f"{label}: existing_cell {child.existing_cell} does not exist")
-            elif ref.cell_id == cell.cell_id or ref.cell_id in snap.ancestors:
+            elif ref.cell_id == cell.cell_id or ref.cell_id in ancestors:
                 problems.append(
                     f"{label}: linking {ref.cell_id} would make a cycle (it is this cell "
                     "or one of its ancestors)"
@@ -810,7 +818,7 @@ def check_decomposition(
             continue
         hit = similar.get(i)
         if hit is not None:
-            if hit.cell_id in snap.ancestors:
+            if hit.cell_id in ancestors:
                 problems.append(f"{label} restates ancestor {hit.cell_id}: that would be circular")
             else:
                 problems.append(
@@ -853,6 +861,7 @@ def apply_decomposition(
 ) -> None:
     """Create the children (or link existing cells) and put the parent to wait for them."""
     level = w.cell.level + 1
+    _, next_seq = w.snap.lineage()
     linked: list[Neighbour] = list(w.snap.children)
     for child in children:
         if child.existing_cell:
@@ -867,8 +876,8 @@ def apply_decomposition(
             )
             linked.append(ref)
             continue
-        seq = w.snap.next_seq.get(level, 1)
-        w.snap.next_seq[level] = seq + 1
+        seq = next_seq.get(level, 1)
+        next_seq[level] = seq + 1
         cell_id = f"{w.run.run_id}-{level}-{seq:02d}"
         at_cap = level >= w.settings.max_depth
         leaf_reason = "atomic" if child.atomic else ("depth cap" if at_cap else None)
@@ -892,7 +901,7 @@ def apply_decomposition(
                 cell_id,
             )
         )
-        child_snap = Snapshot(run=w.run, cell=cell, next_seq=w.snap.next_seq, now=w.now)
+        child_snap = Snapshot(run=w.run, cell=cell, next_seq=next_seq, now=w.now)
         _Work(child_snap, w.events).fire("plant", f"child of {w.cell.cell_id}")
         linked.append(Neighbour(cell_id, child.text, "planted", level, child.relation))
     w.snap.children = linked

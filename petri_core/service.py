@@ -116,6 +116,30 @@ def _slug(claim: str, taken: set[str]) -> str:
     return candidate
 
 
+class SourceCache:
+    """Recently cited sources, by id. A source never changes once stored (its id is its content's
+    hash), so a cited one need not be read again; bounded by the characters of text it holds."""
+
+    def __init__(self, max_chars: int = 16_000_000) -> None:
+        self.max_chars = max_chars
+        self._kept: dict[str, Source] = {}  # oldest first
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def get(self, source_id: str) -> Source | None:
+        with self._lock:
+            return self._kept.get(source_id)
+
+    def put(self, source: Source) -> Source:
+        with self._lock:
+            if source.source_id not in self._kept and len(source.text) <= self.max_chars:
+                self._kept[source.source_id] = source
+                self._chars += len(source.text)
+                while self._chars > self.max_chars:
+                    self._chars -= len(self._kept.pop(next(iter(self._kept))).text)
+        return source
+
+
 class Service:
     """Petri's use cases over one dish."""
 
@@ -133,6 +157,7 @@ class Service:
         self._local = threading.local()
         self._stores: list[Store] = []
         self._stores_lock = threading.Lock()
+        self._sources = SourceCache()
 
     def config(self) -> dict[str, Any]:
         """The dish's settings file (`config.json` beside the database), or empty."""
@@ -195,7 +220,9 @@ class Service:
 
     # ---------------------------------------------------------------- helpers inside a transaction
 
-    def _snapshot(self, st: Store, cell_id: str, now: str) -> Snapshot:
+    def _snapshot(self, st: Store, cell_id: str, now: str, *, lineage: bool = True) -> Snapshot:
+        """What the machine decides on; without `lineage` (ancestors, next free seqs), which only a
+        decomposition reads, two queries fewer (a verdict's submit)."""
         cell = st.cell(cell_id)
         run = st.run(cell.run_id)
         children = [
@@ -208,8 +235,8 @@ class Service:
             verdicts=st.verdicts(cell_id, cell.iteration),
             citations=st.citations(cell_id),
             children=children,
-            ancestors=frozenset(st.ancestors(cell_id)),
-            next_seq=st.next_seqs(run.run_id),
+            ancestors=frozenset(st.ancestors(cell_id)) if lineage else None,
+            next_seq=st.next_seqs(run.run_id) if lineage else None,
             now=now,
         )
 
@@ -230,8 +257,7 @@ class Service:
                 for parent in st.parents(cell_id):
                     follow += machine.decide_children_final(self._snapshot(st, parent.cell_id, now))
             queue = follow
-        runs = {e.run_id for e in done if e.run_id}
-        for run_id in sorted(runs):
+        for run_id in sorted({e.run_id for e in done if e.run_id and _moves_run(e)}):
             progress = self._run_progress(st, run_id)
             if progress:
                 st.append(progress, now)
@@ -242,7 +268,7 @@ class Service:
         run = st.run(run_id)
         counts = st.cell_counts(run_id)
         root = st.cell(run.root_cell_id)
-        pending = any(counts.get(s) for s in ("new", "decomposing", "awaiting_approval"))
+        pending = any(counts.get(s) for s in PENDING_STATES)
         trigger = None
         if run.state in ("decomposing", "growing") and root.state in FINAL_STATES:
             trigger = "root_final"
@@ -609,21 +635,22 @@ class Service:
         self, st: Store, task: Task, parsed: Any, cites: list[VerifiedCitation], now: str
     ) -> SubmitOut:
         """Inside a write: decide, append every transition, and record the outcome on the task."""
-        snap = self._snapshot(st, task.cell_id, now)
+        snap = self._snapshot(st, task.cell_id, now, lineage=isinstance(parsed, DecomposeResult))
         similar: dict[int, SimilarHit | None] = {}
         existing: dict[str, Neighbour] = {}
         if isinstance(parsed, DecomposeResult):
             similar, existing = self._decomposition_lookups(st, snap, parsed)
         events = machine.decide_submit(snap, task, parsed, cites, f"worker:{task.worker}", similar, existing)
         done = self._commit(st, events, now)
-        cell = st.cell(task.cell_id)
-        created = (st.task(e.task_id) for e in done if e.type == "task_created" and e.task_id)
+        moves = [
+            e.payload["to"] for e in done if e.type == "cell_state_changed" and e.cell_id == task.cell_id
+        ]
         out = SubmitOut(
             accepted=True,
-            cell_id=cell.cell_id,
-            cell_state=cell.state,
+            cell_id=task.cell_id,
+            cell_state=moves[-1] if moves else snap.cell.state,
             changes=describe(done),
-            next=[task_out(t) for t in created if t.status == "ready"],
+            next=ready_created(done),
         )
         completed = NewEvent(
             "task_completed",
@@ -655,7 +682,7 @@ class Service:
     def _verify_citations(self, st: Store, cites: list[Any]) -> list[VerifiedCitation]:
         verified = []
         for n, cite in enumerate(cites, 1):
-            source = st.source(cite.source_id)
+            source = self._sources.get(cite.source_id) or self._sources.put(st.source(cite.source_id))
             if len(normalize(cite.quote)) < MIN_QUOTE_CHARS:
                 raise Rejected(
                     f"citation {n}: the quote is shorter than {MIN_QUOTE_CHARS} characters",
@@ -808,21 +835,18 @@ class Service:
         with self._store() as st, st.write():
             run = st.run(run_id)
             counts = st.cell_counts(run_id)
-            pending = any(counts.get(s) for s in ("new", "decomposing", "awaiting_approval"))
+            pending = any(counts.get(s) for s in PENDING_STATES)
             trigger = "resume" if resume else "halt"
             row = machine.select_run(run.state, trigger, pending)
-            st.append(
-                [
-                    NewEvent(
-                        "run_state_changed",
-                        {"from": run.state, "to": row.target, "trigger": trigger},
-                        run_id,
-                        actor="human",
-                    )
-                ],
-                now,
+            changed = NewEvent(
+                "run_state_changed",
+                {"from": run.state, "to": row.target, "trigger": trigger},
+                run_id,
+                actor="human",
             )
-        return row.target
+            done = self._commit(st, [changed], now)  # a resumed run whose root went final completes now
+        state: str = next(e for e in reversed(done) if e.type == "run_state_changed").payload["to"]
+        return state
 
     # ---------------------------------------------------------------- headless runners and usage
 
@@ -1276,6 +1300,55 @@ def human_item(cell: Cell) -> HumanItem:
         reason=cell.flagged or "flagged",
         command=f"petri resolve {cell.cell_id} --reopen  (or --acknowledge)",
     )
+
+
+#: Cell states that keep a run decomposing (its progress checks count them).
+PENDING_STATES = ("new", "decomposing", "awaiting_approval")
+
+
+def _moves_run(event: NewEvent) -> bool:
+    """Whether an event can change what `_run_progress` decides: the run's state, a new cell, or a
+    cell entering or leaving a pending or a final state. Every commit settles its runs' progress, so
+    a commit without such an event leaves them settled (the check costs three reads per submit)."""
+    if event.type in ("run_state_changed", "cell_created"):
+        return True
+    if event.type != "cell_state_changed":
+        return False
+    before, after = event.payload["from"], event.payload["to"]
+    return (
+        before in PENDING_STATES
+        or after in PENDING_STATES
+        or (before in FINAL_STATES) != (after in FINAL_STATES)
+    )
+
+
+#: The task status each event type leaves (the `tasks` projection's `status`).
+TASK_STATUS_AFTER = {
+    "task_created": "ready",
+    "task_claimed": "leased",
+    "task_released": "ready",
+    "task_stalled": "stalled",
+    "task_cancelled": "cancelled",
+    "task_submitted": "submitted",
+    "task_completed": "done",
+}
+
+
+def ready_created(events: Sequence[NewEvent]) -> list[TaskOut]:
+    """The tasks these events created that they leave ready, read from the events themselves."""
+    status = {e.task_id: TASK_STATUS_AFTER[e.type] for e in events if e.type in TASK_STATUS_AFTER}
+    return [
+        TaskOut(
+            task_id=e.task_id,
+            cell_id=e.cell_id or "",
+            role=e.payload["role"],
+            kind=e.payload["kind"],
+            agent=ROLES[e.payload["role"]].agent,
+            brief=e.payload["brief"],
+        )
+        for e in events
+        if e.type == "task_created" and e.task_id and status[e.task_id] == "ready"
+    ]
 
 
 def describe(events: Iterable[NewEvent]) -> list[str]:

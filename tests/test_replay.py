@@ -10,6 +10,7 @@ awkward, then compare; and they hold the Python reading to SQLite's, part by par
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from helpers import ARTICLE, Clock, Driver, add_article, passing, raw, service, 
 from petri_core import store
 from petri_core.errors import DishError
 from petri_core.machine import NewEvent
-from petri_core.service import Service
+from petri_core.service import TASK_STATUS_AFTER, Service
 from petri_core.store import PROJECTIONS, Store
 
 NUL_SENTENCE = "The field log \x00 records a 12 % rise in output 🌞 after the panels were cleaned."
@@ -364,3 +365,13 @@ def test_a_payload_part_keeps_a_string_with_a_nul_whole_where_sqlite_would_cut_i
     assert cut.fetchone()[0] == NUL_QUOTE.split("\x00")[0]
     assert store.payload_part(document, "v", "quote") == NUL_QUOTE
 
+
+def test_the_task_status_a_submit_reads_from_its_events_is_the_one_the_projection_writes() -> None:
+    # `ready_created` tells which new tasks a submission left ready from its events, not the table.
+    writes_status = {
+        type_: re.search(r"status = '(\w+)'|INSERT INTO tasks .*?'(\w+)', 1, ", p.sql)
+        for type_, p in store.APPLY.items()
+        if "tasks" in p.sql.split(" SET ")[0].split(" SELECT ")[0]
+    }
+    found = {type_: next(g for g in m.groups() if g) for type_, m in writes_status.items() if m}
+    assert found == TASK_STATUS_AFTER

@@ -8,6 +8,7 @@ from typing import Any
 
 from helpers import Clock, Driver, add_article, cite, debate_turn, passing, service
 
+from petri_core import service as service_module
 from petri_core.models import ClaimOut, TaskOut
 
 ROOT = "Open-weight AI models will match frontier labs within a year"
@@ -166,3 +167,46 @@ def test_whole_run_reaches_a_root_verdict_through_iteration_breaker_and_human_re
         "complete",
     ]
     assert svc.verify().ok
+
+
+def scenario_log(tmp_path: Path) -> list[tuple[Any, ...]]:
+    """The scenario's whole run (with the human requeue and a halt and resume), as its log reads
+    without the parts chosen at random (leases)."""
+    svc = service(tmp_path, Clock())
+    source = add_article(svc)
+    run_id = svc.start(ROOT, preset="standard").run_id
+    driver = Driver(svc, scenario_policy(source.source_id))
+    driver.drain(run_id)
+    svc.halt(run_id)
+    svc.halt(run_id, resume=True)
+    stalled = [c.cell_id for c in svc.open().cells(run_id) if c.state == "stalled"]
+    svc.resolve(stalled[0], "requeue", guidance="look for public funding rounds")
+    driver.drain(run_id)
+    random_parts = {"lease", "outcome", "result"}
+    return [
+        (
+            e["type"],
+            e["cell_id"],
+            e["task_id"],
+            {k: v for k, v in e["payload"].items() if k not in random_parts},
+        )
+        for e in svc.log()
+    ]
+
+
+def test_a_run_checked_for_progress_after_every_commit_writes_the_same_log(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # A commit checks its run's progress only when an event can change it (`_moves_run`);
+    # checking after every commit must find nothing more.
+    skipping = scenario_log(tmp_path / "skipping")
+    monkeypatch.setattr(service_module, "_moves_run", lambda event: True)
+    checking = scenario_log(tmp_path / "checking")
+    assert skipping == checking
+    assert [p["to"] for t, _, _, p in skipping if t == "run_state_changed"] == [
+        "decomposing",
+        "growing",
+        "halted",
+        "growing",
+        "complete",
+    ]
