@@ -185,71 +185,40 @@ def default_dish(start: Path | None = None, environ: Mapping[str, str] | None = 
 # ---------------------------------------------------------------- projection
 #
 # Each event type changes the projections by one SQL statement over its event row: `{e}seq`,
-# `{e}run_id`, `{e}cell_id`, `{e}task_id`, `{e}at`, and the payload's parts, named by path:
-# `{v[quote]}` its value (json_extract's), `{j[settings]}` its JSON text, `{t[fields.step]}` NULL
-# when absent. Replay runs the statement in SQL over the log: in a trigger for each event (`{e}` is
-# `new.`) or, for a plain INSERT into a table no other type writes, once over all of its type's
-# events (`{e}` is `e.`), reading the parts with SQLite's JSON functions. `Store.append` runs the
-# same statement with the row and the parts bound as parameters, the parts read in Python from the
-# payload: SQLite would parse the payload once per part (a cell's update reads 25). `petri verify`
-# compares the two, so each keeps the other honest.
+# `{e}run_id`, `{e}cell_id`, `{e}task_id`, `{e}at` and `{e}payload` (the canonical JSON text). The
+# same text runs live and in replay: `Store.append` binds the row as named parameters (`{e}` is
+# `:`); replay runs it in a trigger for each event of the log (`{e}` is `new.`) or, for a plain
+# INSERT into a table no other type writes, once over all of its type's events (`{e}` is `e.`).
 
 #: How canonical JSON writes a NUL character. SQLite 3.40's json_extract cuts a string there, so a
-#: payload holding one is applied as `Store.append` applies it, which keeps the whole string.
+#: payload holding one is read with `petri_json_extract`, a Python twin that keeps the whole string.
 NUL = "\\u0000"
 EVENT_COLUMNS = ("seq", "run_id", "cell_id", "task_id", "type", "at", "payload")
-MAX_INT = 2**63
 
 
 def _p(path: str) -> str:
     """SQL for the payload's value at `path` (`quote`, `usage.input_tokens`): NULL when absent."""
-    return f"{{v[{path}]}}"
+    return f"{{json}}({{e}}payload, '$.{path}')"
 
 
 def _pj(path: str) -> str:
     """SQL for the payload's JSON text at `path`: canonical, because the payload is."""
-    return f"{{j[{path}]}}"
+    return f"({{e}}payload -> '$.{path}')"
 
 
-class _InSql:
-    """Renders a payload part as SQLite's JSON functions read it from the event row `e`."""
-
-    def __init__(self, e: str, kind: str) -> None:
-        self.e, self.kind = e, kind
-
-    def __getitem__(self, path: str) -> str:
-        call = {"v": "json_extract({}, {})", "j": "({} -> {})", "t": "json_type({}, {})"}[self.kind]
-        return call.format(f"{self.e}payload", f"'$.{path}'")
-
-
-class _AsParameter:
-    """Renders a payload part as a named parameter, and notes which part each name stands for."""
-
-    def __init__(self, kind: str, parts: dict[str, tuple[str, str]]) -> None:
-        self.kind, self.parts = kind, parts
-
-    def __getitem__(self, path: str) -> str:
-        name = f"{self.kind}_{path.replace('.', '__')}"
-        self.parts[name] = (self.kind, path)
-        return f":{name}"
-
-
-def payload_part(document: Any, kind: str, path: str) -> Any:
-    """In Python, what `_InSql` reads in SQL: json_extract's value (`v`), the JSON text (`j`), or
-    whether the part is there (`t`) at a `a.b` path of a parsed payload; None when absent. Unlike
-    SQLite 3.40, a string holding a NUL character is kept whole."""
-    value = document
-    for key in path.split("."):
+def _json_extract_keeping_nul(document: str, path: str) -> Any:
+    """SQLite's `json_extract(document, path)` for a `$.a.b` path, without cutting strings at NUL."""
+    value: Any = json.loads(document)
+    for key in path.split(".")[1:]:
         if not isinstance(value, dict) or key not in value:
             return None
         value = value[key]
-    if kind == "t":
-        return "present"
-    if kind == "j" or isinstance(value, (dict, list)):
-        return canonical(value)
-    if type(value) is int and not -MAX_INT <= value < MAX_INT:
-        return float(value)  # as SQLite reads an integer too large for 64 bits
-    return value
+    return canonical(value) if isinstance(value, (dict, list)) else value
+
+
+def add_functions(conn: sqlite3.Connection) -> None:
+    """Register what projection statements call besides SQLite's own functions."""
+    conn.create_function("petri_json_extract", 2, _json_extract_keeping_nul, deterministic=True)
 
 
 @dataclass(frozen=True)
@@ -265,18 +234,12 @@ class Projection:
     bulk: bool = False
     guard: str = ""
 
-    def statement(self, e: str, *, rows: str = "") -> str:
-        """The statement for an event row named `e` (`new.`), or for `rows` (a FROM clause) as `e.`."""
-        return _render(self.sql, e, rows)
+    def statement(self, e: str, *, nul: bool = False, rows: str = "") -> str:
+        """The statement for an event row named `e` (`:`, `new.`), or for `rows` (a FROM clause) as `e.`.
 
-
-def _render(template: str, e: str, rows: str = "") -> str:
-    return template.format(e=e, rows=rows, **{k: _InSql(e, k) for k in "vjt"})
-
-
-def _bound(template: str, parts: dict[str, tuple[str, str]]) -> str:
-    """`template` with the event row and its payload's parts as named parameters (noted in `parts`)."""
-    return template.format(e=":", rows="", **{k: _AsParameter(k, parts) for k in "vjt"})
+        `nul` reads payloads that hold a NUL character.
+        """
+        return self.sql.format(e=e, json="petri_json_extract" if nul else "json_extract", rows=rows)
 
 
 def _insert(table: str, *values: str, replace: bool = False, bulk: bool = False) -> Projection:
@@ -299,7 +262,7 @@ def _cell(**values: str) -> Projection:
     for name in sorted(CELL_FIELDS):
         path = f"fields.{name}"
         value = f"nullif({_pj(path)}, 'null')" if name == "proposal" else _p(path)
-        fields[name] = f"CASE WHEN {{t[{path}]}} IS NULL THEN {name} ELSE {value} END"
+        fields[name] = f"CASE WHEN json_type({{e}}payload, '$.{path}') IS NULL THEN {name} ELSE {value} END"
     known = ", ".join(f"'$.{name}'" for name in sorted(CELL_FIELDS))
     unknown = f"'sets unknown cell fields ' || nullif(json_remove({_pj('fields')}, {known}), '{{{{}}}}')"
     return _update("cells", "cell_id = {e}cell_id", unknown, **values, **fields, updated_at="{e}at")
@@ -457,28 +420,19 @@ def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any]) -> None:
     """Update the projections for one stored event (a mapping of `EVENT_COLUMNS`, payload as text)."""
     if event["type"] not in APPLY:
         raise DishError(f"event {event['seq']} has unknown type {event['type']!r}")
-    guard, statement, parts = _live_sql(event["type"])
-    params = dict(event)
-    if parts:
-        try:
-            document = json.loads(event["payload"])
-        except ValueError:
-            raise DishError(f"event {event['seq']} has a payload that is not JSON") from None
-        params.update((name, payload_part(document, *part)) for name, part in parts.items())
-    if guard and (problem := conn.execute(guard, params).fetchone()[0]) is not None:
+    guard, statement = _live_sql(event["type"], NUL in event["payload"])
+    if guard and (problem := conn.execute(guard, event).fetchone()[0]) is not None:
         raise DishError(f"event {event['seq']} {problem}")
     if statement:
-        conn.execute(statement, params)
+        conn.execute(statement, event)
 
 
 @functools.cache
-def _live_sql(type_: str) -> tuple[str, str, dict[str, tuple[str, str]]]:
-    """The guard query and the statement `apply_event` runs for one event type, with named
-    parameters, and the payload part each parameter past the row's columns stands for."""
+def _live_sql(type_: str, nul: bool) -> tuple[str, str]:
+    """The guard query and the statement `apply_event` runs for one event type, with named parameters."""
     projection = APPLY[type_]
-    parts: dict[str, tuple[str, str]] = {}
-    guard = f"SELECT {_bound(projection.guard, parts)}" if projection.guard else ""
-    return guard, _bound(projection.sql, parts) if projection.sql else "", parts
+    guard = f"SELECT {projection.guard.format(e=':')}" if projection.guard else ""
+    return guard, projection.statement(":", nul=nul) if projection.sql else ""
 
 
 def replay_into(conn: sqlite3.Connection, *, event_by_event: bool = False) -> None:
@@ -533,13 +487,11 @@ def _replay_in_bulk(conn: sqlite3.Connection) -> None:
             continue
         fed.append(type_)
         refuse = (
-            f"SELECT RAISE(ABORT, 'refused') WHERE {_render(projection.guard, 'new.')} NOTNULL;"
-            if projection.guard
-            else ""
+            f"SELECT RAISE(ABORT, 'refused') WHERE {projection.guard} NOTNULL;" if projection.guard else ""
         )
         conn.execute(
             f"CREATE TEMP TRIGGER replay_{type_} INSTEAD OF INSERT ON feed WHEN new.type = '{type_}' "
-            f"BEGIN {refuse} {projection.statement('new.')}; END"
+            f"BEGIN {refuse.format(e='new.')} {projection.statement('new.')}; END"
         )
     feed = (
         f"INSERT INTO temp.feed SELECT {columns} FROM temp.kinds AS k JOIN events AS v ON v.seq = k.seq "
@@ -627,6 +579,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA synchronous = NORMAL")
+    add_functions(conn)
     return conn
 
 
@@ -1177,6 +1130,7 @@ class Store:
         conn = sqlite3.connect(":memory:", uri=True, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA temp_store = MEMORY")
+        add_functions(conn)
         conn.execute("ATTACH ? AS live", (self._read_only_uri(),))
         return conn
 

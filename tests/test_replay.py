@@ -1,10 +1,8 @@
 """The projections rebuilt from the log equal the live ones value for value, whatever the payloads hold.
 
-Live, each event's projection statement runs as it is appended, with the payload's parts read in
-Python and bound as parameters; replay runs the same statements in bulk over the whole log, reading
-the parts with SQLite's JSON functions. These tests grow dishes through the service (and, for
-payloads no service call writes, through `Store.append`) with text SQLite's JSON functions find
-awkward, then compare; and they hold the Python reading to SQLite's, part by part.
+Live, each event's projection statement runs as it is appended; replay runs the same statements in
+bulk over the whole log. These tests grow dishes through the service (and, for payloads no service
+call writes, through `Store.append`) with text SQLite's JSON functions find awkward, then compare.
 """
 
 from __future__ import annotations
@@ -306,64 +304,6 @@ def test_an_event_of_an_unknown_type_is_reported_naming_it(tricky: Service) -> N
         f"replay failed at event {seq} (comet_sighted): "
         f"DishError(\"event {seq} has unknown type 'comet_sighted'\")"
     )
-
-
-PARTS_DOCUMENT = {
-    "int": 7,
-    "zero": 0,
-    "negative": -12,
-    "big": 2**63,  # past 64 bits: SQLite reads it as REAL
-    "small": -(2**63),
-    "float": 1.0,
-    "tiny": 1e-07,
-    "huge": 1.5e300,
-    "yes": True,
-    "no": False,
-    "none": None,
-    "text": 'Ünïcödé — “quoted” \\ backslash \t tab \n newline \u0001 "q" 🌞',
-    "empty": "",
-    "list": [1, "two", None, {"b": 2, "a": [True]}],
-    "nested": {"z": {"y": 1.25}, "a": "x", "none": None},
-    "bare": {},
-    "no_list": [],
-}
-PART_PATHS = [
-    *PARTS_DOCUMENT,
-    "nested.z",
-    "nested.z.y",
-    "nested.a",
-    "nested.none",
-    "nested.absent",
-    "absent",
-    "absent.deeper",
-    "int.deeper",
-    "list.deeper",
-    "text.deeper",
-]
-
-
-@pytest.mark.parametrize("path", PART_PATHS)
-def test_a_payload_part_read_in_python_equals_sqlites_reading_value_and_type(path: str) -> None:
-    conn = sqlite3.connect(":memory:")
-    for document in (PARTS_DOCUMENT, [PARTS_DOCUMENT], "a string", 5):
-        payload = store.canonical(document)
-        sql = {"v": "json_extract(?, ?)", "j": "(? -> ?)", "t": "json_type(?, ?) IS NOT NULL"}
-        for kind, call in sql.items():
-            expected = conn.execute(f"SELECT {call}, typeof({call})", (payload, f"$.{path}") * 2).fetchone()
-            part = store.payload_part(json.loads(payload), kind, path)
-            if kind == "t":
-                part = int(part is not None)
-            got = conn.execute("SELECT ?, typeof(?)", (part, part)).fetchone()
-            assert got == expected, (kind, path, document is PARTS_DOCUMENT)
-
-
-def test_a_payload_part_keeps_a_string_with_a_nul_whole_where_sqlite_would_cut_it() -> None:
-    document = {"quote": NUL_QUOTE}
-    cut = sqlite3.connect(":memory:").execute(
-        "SELECT json_extract(?, '$.quote')", (store.canonical(document),)
-    )
-    assert cut.fetchone()[0] == NUL_QUOTE.split("\x00")[0]
-    assert store.payload_part(document, "v", "quote") == NUL_QUOTE
 
 
 def test_the_task_status_a_submit_reads_from_its_events_is_the_one_the_projection_writes() -> None:
