@@ -5,6 +5,7 @@ Structure lives here; the words each agent reads live in `agents/petri-<role>.md
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -321,6 +322,7 @@ def debate_steps(
     return tuple(step for step in (responses, rebuttals) if step)
 
 
+@functools.cache  # asked on every cell transition (a guard), with a handful of distinct arguments
 def phase_steps(phase: Phase, preset: frozenset[str]) -> tuple[tuple[str, ...], ...]:
     """The non-empty steps of a phase for the roles a preset keeps."""
     steps = (tuple(r for r in step if r in preset) for step in PHASE_STEPS.get(phase, ()))

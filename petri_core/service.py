@@ -598,17 +598,17 @@ class Service:
 
         The result is parsed and its quotes are found in their sources before the write lock is
         taken (sources never change, and other writers wait on that lock); inside it the lease is
-        checked again, and the machine decides on the state as it is then."""
+        checked again, and the machine decides on the state as it is then. The reads before it need
+        no snapshot of their own: the task is read once, and sources never change."""
         now = self.now()
         with self._store() as st:
-            with st.read():
-                task = st.task(task_id)
-                again = self._resubmitted(task, lease, result)
-                if again is not None:
-                    return again
-                task = self._leased(task, lease, now)
-                parsed = self._parse(task, result)
-                cites = self._verify_citations(st, getattr(parsed, "citations", []))
+            task = st.task(task_id)
+            again = self._resubmitted(task, lease, result)
+            if again is not None:
+                return again
+            task = self._leased(task, lease, now)
+            parsed = self._parse(task, result)
+            cites = self._verify_citations(st, getattr(parsed, "citations", []))
             with st.write():
                 task = st.task(task_id)
                 again = self._resubmitted(task, lease, result)  # a twin submission got there first
