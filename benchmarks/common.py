@@ -46,7 +46,7 @@ class Sizes:
     def of(cls, quick: bool) -> Sizes:
         if quick:
             return cls(True, 2, 4, 1, 8, (400, 800), (10,))
-        return cls(False, 7, 40, 12, 8, (10_000, 100_000, 1_000_000), (10, 1000))
+        return cls(False, 7, 100, 12, 8, (10_000, 100_000, 1_000_000), (10, 1000))
 
 
 def timed(fn: Callable[[], object]) -> float:
