@@ -46,8 +46,15 @@ def domain_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+_C1 = re.compile("[\x80-\x9f]")
+
+
+def emit_json(value: Any, indent: int | None = 2) -> None:
+    """JSON for programs, and still safe on a terminal: `json.dumps` escapes the C0 controls (ESC
+    among them), and C1 controls (U+009B is a CSI on some terminals), which can only sit inside
+    strings, are escaped here; the JSON means the same."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+    click.echo(_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 class PetriGroup(click.Group):
@@ -253,7 +260,7 @@ def log(
                 break
             shown += 1
             if as_json:
-                click.echo(json.dumps(event, ensure_ascii=False))
+                emit_json(event, indent=None)  # one event per line
             else:
                 where = event["task_id"] or event["cell_id"] or event["run_id"] or "-"
                 click.echo(

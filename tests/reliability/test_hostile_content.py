@@ -139,8 +139,11 @@ def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(tmp_p
             assert_terminal_safe(petri(dish, "fetch", f"{base}/plain").output)
         finally:
             del os.environ["PETRI_FETCH_ALLOW_PRIVATE"]
-    as_json = petri(dish, "show", run.root_cell_id, "--json").output
-    assert "\x1b" not in as_json and json.loads(as_json)["verdicts"][0]["summary"] == summary
+    for args in (["show", run.root_cell_id, "--json"], ["log", "--json"], ["status", "--json"]):
+        as_json = petri(dish, *args).output
+        assert_terminal_safe(as_json, whole=False)  # escaped (\u001b, \u009b), meaning the same
+    shown = json.loads(petri(dish, "show", run.root_cell_id, "--json").output)
+    assert shown["verdicts"][0]["summary"] == summary and C1 in summary
 
     html = svc.report(run.run_id, "html")
     assert "<script>" not in html and "<img src=x" not in html and "&lt;script&gt;" in html
