@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], datetime]
 MAX_CLAIM_CHARS = 1000
+#: Caps on a run's clarifications: how many, and the characters of each question and answer.
+MAX_CLARIFICATIONS, MAX_QUESTION_CHARS, MAX_ANSWER_CHARS = 20, 600, 4000
 RETRY_BASE_S = 30
 RETRY_MAX_S = 1800
 DEFAULTS: dict[str, Any] = {
@@ -350,7 +352,7 @@ class Service:
                 "child_cap 1-12, max_depth 0-6, max_iterations 1-10, "
                 "attempt_cap 1-10, lease_seconds 30-86400",
             )
-        clar = [{"question": str(c["question"]), "answer": str(c["answer"])} for c in clarifications]
+        clar = _clarifications(clarifications)
         now = self.now()
         with self._store() as st, st.write():
             run_id = _slug(claim, st.run_ids())
@@ -1300,6 +1302,23 @@ def human_item(cell: Cell) -> HumanItem:
         reason=cell.flagged or "flagged",
         command=f"petri resolve {cell.cell_id} --reopen  (or --acknowledge)",
     )
+
+
+def _clarifications(given: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    clar = [{"question": str(c["question"]), "answer": str(c["answer"])} for c in given]
+    if len(clar) > MAX_CLARIFICATIONS:
+        raise Rejected(
+            f"{len(clar)} clarifications; at most {MAX_CLARIFICATIONS} are allowed",
+            "keep the questions that change what the claim means",
+        )
+    for n, c in enumerate(clar, 1):
+        if len(c["question"]) > MAX_QUESTION_CHARS or len(c["answer"]) > MAX_ANSWER_CHARS:
+            raise Rejected(
+                f"clarification {n} is too long: a question takes at most {MAX_QUESTION_CHARS} "
+                f"characters, an answer at most {MAX_ANSWER_CHARS}",
+                "summarize it; cite long material as a source (petri_fetch) instead",
+            )
+    return clar
 
 
 #: Cell states that keep a run decomposing (its progress checks count them).

@@ -122,7 +122,7 @@ def fill_and_write(svc: Service, make_room: Any) -> None:
             assert counts(dish) == before
     assert failures, "the disk never filled"
     assert all("the disk is full" in f and "free some space" in f for f in failures), failures[0]
-    big = [{"question": "context?", "answer": "z" * 200_000}]
+    big = [{"question": f"context {n}?", "answer": "z" * 4000} for n in range(20)]  # the caps
     text = rejected(svc, "petri_start", {"claim": "Battery prices halve", "clarifications": big})
     assert text.startswith("rejected: cannot write the dish") and "the disk is full" in text, text
     report = svc.verify()

@@ -154,6 +154,12 @@ def test_oversize_inputs_are_refused_with_the_cap_in_the_message(tmp_path: Path)
     svc = Service(tmp_path / ".petri")
     with pytest.raises(Rejected, match="at most 1000 are allowed"):
         svc.start("x" * 10_000_000)
+    for many, why in (
+        ([{"question": "q?", "answer": "a"}] * 21, "21 clarifications; at most 20 are allowed"),
+        ([{"question": "q?", "answer": "a" * 10_000_000}], r"clarification 1 is too long: .* at most 4000"),
+    ):
+        with pytest.raises(Rejected, match=why):
+            svc.start("District surveys show a twelve percent effect", clarifications=many)
     run = svc.start("District surveys show a twelve percent effect", preset="quick", max_depth=0)
     task = run.tasks[0].task_id
     with pytest.raises(Rejected, match=r"worker must be a non-empty name \(at most 120 characters\)"):
