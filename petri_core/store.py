@@ -606,11 +606,15 @@ def _retry_locked(action: Callable[[], object], path: Path | None = None) -> Non
             delay = min(delay * 2, 0.5)
 
 
+def _read_only(folder: Path) -> bool:
+    """Whether this process cannot write in `folder` (its permissions, or a read-only mount)."""
+    return not os.access(folder, os.W_OK) or bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
 def _failure(action: str, path: Path, exc: sqlite3.Error) -> str:
     """Why the dish cannot be opened or written, and what to do about it."""
     text = str(exc)
-    folder = path.parent
-    read_only = not os.access(folder, os.W_OK) or bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    read_only = _read_only(path.parent)
     if "full" in text:
         return f"cannot {action} the dish {path}: the disk is full ({text}); free some space and retry"
     if read_only or "readonly" in text:
@@ -643,6 +647,7 @@ class Store:
         self.path = dish / DB_NAME
         self._writing = False  # inside write(), which is the only place `_tail` is kept
         self._tail: tuple[int, str] | None = None  # the log's last (seq, hash), as this write left it
+        self.frozen = False  # read as it is on disk: a dish in a folder this process cannot write
         if not self.path.exists():
             if not create:
                 raise DishError(f"no Petri dish at {dish}; run `petri init` first")
@@ -657,7 +662,37 @@ class Store:
         except sqlite3.Error as exc:
             if hasattr(self, "conn"):
                 self.conn.close()
-            raise DishError(_failure("open", self.path, exc)) from exc
+            if create or not _read_only(self.path.parent):
+                raise DishError(_failure("open", self.path, exc)) from exc
+            self._open_frozen(exc)
+
+    def _open_frozen(self, exc: sqlite3.Error) -> None:
+        """Open a dish this process cannot write for reading, as it is on disk.
+
+        SQLite reads a WAL database through its -shm file, which it cannot create here. When no
+        -wal file holds changes (every connection closed, so the last one moved them into the
+        database file), the file alone is the whole dish, and SQLite may read it as immutable."""
+        wal = self.path.with_name(f"{self.path.name}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise DishError(
+                _failure("open", self.path, exc) + f"; and {wal.name} holds changes not yet in the "
+                "database file, so it cannot be read as it is"
+            ) from exc
+        self.frozen = True
+        try:
+            self.conn = sqlite3.connect(
+                self._read_only_uri(), uri=True, isolation_level=None, check_same_thread=False
+            )
+            self.conn.row_factory = sqlite3.Row
+            current = self._migrations_current()
+        except sqlite3.Error as again:
+            raise DishError(_failure("open", self.path, again)) from again
+        if not current:
+            self.conn.close()
+            raise DishError(
+                f"cannot open the dish {self.path}: it is read-only and was made by an older Petri; "
+                "open it once where it is writable (it is upgraded then), or copy it elsewhere"
+            )
 
     def _ensure_wal(self) -> None:
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -1135,7 +1170,7 @@ class Store:
         return conn
 
     def _read_only_uri(self) -> str:
-        return f"{self.path.absolute().as_uri()}?mode=ro"
+        return f"{self.path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if self.frozen else "")
 
     def check_chain(self, until: int | None = None) -> list[str]:
         """Recompute the hash chain up to event `until` (default: the newest this store sees).

@@ -9,7 +9,9 @@ is not permitted); the full disk is also simulated everywhere with a tiny `max_p
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -82,28 +84,79 @@ def mounted(*args: str) -> Iterator[None]:
 # ---------------------------------------------------------------- read-only
 
 
-def test_a_read_only_dish_is_a_clear_error_and_stays_intact(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    dish = home / ".petri"
-    svc = Service(dish, clock=Clock())
-    svc.start(CLAIM, preset="quick")
-    svc.close()  # no connection left open: a read-only dish whose WAL is checkpointed away
-    before = counts(dish)
+@contextmanager
+def read_only_view(tmp_path: Path, home: Path) -> Iterator[Path]:
+    """`home` seen through a read-only bind mount (skips where mounting is not permitted)."""
     view = tmp_path / "view"
     view.mkdir()
     with mounted("--bind", str(home), str(view)):
         remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True)
         if remount.returncode != 0:
             pytest.skip("cannot remount read-only here")
+        yield view
+
+
+def test_a_read_only_dish_can_be_read_and_a_write_is_a_clear_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    dish = home / ".petri"
+    svc = Service(dish, clock=Clock())
+    run = svc.start(CLAIM, preset="quick")
+    svc.close()  # no connection left open: the WAL is checkpointed away, the file is the dish
+    before = counts(dish)
+    with read_only_view(tmp_path, home) as view:
         ro = view / ".petri"
-        for args in (["status"], ["verify"], ["show", "hpc-0-01"]):
-            one_error_line(petri(ro, *args), f"cannot open the dish {ro}", "it is read-only", "writable")
+        assert not (ro / "petri.db-wal").exists()
+        status = petri(ro, "status", "--json")
+        assert status.exit_code == 0, status.output
+        assert json.loads(status.output)["runs"][0]["run_id"] == run.run_id
+        shown = petri(ro, "show", run.root_cell_id)
+        assert shown.exit_code == 0 and CLAIM in shown.output, shown.output
+        checked = petri(ro, "verify")
+        assert checked.exit_code == 0 and "ok" in checked.output, checked.output
+        assert petri(ro, "log").exit_code == 0
         text = rejected(Service(ro, clock=Clock()), "petri_start", {"claim": "Remote work raises output"})
         assert text.startswith("rejected: cannot open the dish") and "read-only" in text, text
         with pytest.raises(DishError, match="read-only"):
             Service(ro).next()
+        assert sorted(p.name for p in ro.iterdir()) == ["petri.db"]  # nothing written beside it
     assert counts(dish) == before
     assert svc.verify().ok
+
+
+def test_a_read_only_view_of_a_dish_in_use_reads_it_as_it_is_now(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    svc = Service(home / ".petri", clock=Clock())
+    svc.start(CLAIM, preset="quick")  # the service keeps its connection: -wal and -shm stay
+    with read_only_view(tmp_path, home) as view:
+        first = json.loads(petri(view / ".petri", "status", "--json").output)["events"]
+        svc.start("Remote work raises output", preset="quick")
+        assert json.loads(petri(view / ".petri", "status", "--json").output)["events"] > first
+    svc.close()
+
+
+def test_a_read_only_dish_left_with_changes_in_its_wal_is_a_clear_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    dish = home / ".petri"
+    svc = Service(dish, clock=Clock())
+    svc.start(CLAIM, preset="quick")
+    # While the service holds its connection its changes sit in petri.db-wal: copy the dish as a
+    # crash would leave it, without the -shm index SQLite would have to rebuild (and cannot, read-only).
+    copy = tmp_path / "copy" / ".petri"
+    copy.mkdir(parents=True)
+    for name in ("petri.db", "petri.db-wal"):
+        shutil.copy(dish / name, copy / name)
+    svc.close()
+    assert (copy / "petri.db-wal").stat().st_size > 0
+    with read_only_view(tmp_path, copy.parent) as view:
+        ro = view / ".petri"
+        for args in (["status"], ["verify"], ["show", "hpc-0-01"]):
+            one_error_line(
+                petri(ro, *args),
+                f"cannot open the dish {ro}",
+                "it is read-only",
+                "petri.db-wal holds changes not yet in the database file",
+            )
+    assert Service(copy).verify().ok  # writable again, SQLite recovers the WAL: nothing was lost
 
 
 # ---------------------------------------------------------------- full disk
