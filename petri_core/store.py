@@ -640,7 +640,8 @@ class VerifyReport:
 
 
 class Store:
-    """One dish file. Open one per call (connections are not shared across threads)."""
+    """One dish file, on one SQLite connection, used by one thread at a time (the service keeps
+    one per thread; a read command on a read-only dish gets one that reads the file as it is)."""
 
     def __init__(self, dish: Path, *, create: bool = True) -> None:
         self.dish = dish
