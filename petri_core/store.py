@@ -687,6 +687,8 @@ class Store:
             self.conn.row_factory = sqlite3.Row
             current = self._migrations_current()
         except sqlite3.Error as again:
+            if hasattr(self, "conn"):
+                self.conn.close()
             raise DishError(_failure("open", self.path, again)) from again
         if not current:
             self.conn.close()
