@@ -308,8 +308,9 @@ class _Work:
         self.snap = snap
         self.run = snap.run
         self.settings = Settings.of(snap.run)
-        self.cell = snap.cell.model_copy()
-        self.tasks = {t.task_id: t.model_copy() for t in snap.tasks}
+        # Never changed in place: each change makes a new model (model_copy with an update).
+        self.cell = snap.cell
+        self.tasks = {t.task_id: t for t in snap.tasks}
         self.verdicts = list(snap.verdicts)
         self.citations = list(snap.citations)
         self.events = events
