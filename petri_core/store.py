@@ -574,8 +574,10 @@ def _migrations() -> Any:
     return migrations
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+def _connect(path: Path | str, *, uri: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=uri
+    )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -681,10 +683,7 @@ class Store:
             ) from exc
         self.frozen = True
         try:
-            self.conn = sqlite3.connect(
-                self._read_only_uri(), uri=True, isolation_level=None, check_same_thread=False
-            )
-            self.conn.row_factory = sqlite3.Row
+            self.conn = _connect(self._read_only_uri(), uri=True)
             current = self._migrations_current()
         except sqlite3.Error as again:
             if hasattr(self, "conn"):
@@ -803,12 +802,7 @@ class Store:
         """Append events (hash-chained) and apply them to the projections; call inside `write()`."""
         if not self.conn.in_transaction:
             raise DishError("append() outside a write transaction")
-        if self._tail is None:  # the first append of this write(); later ones continue from it
-            last = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-            self._tail = (last["seq"], last["hash"]) if last else (0, GENESIS)
-        seq, prev = self._tail
-        if not self._writing:
-            self._tail = None  # a transaction begun elsewhere: nothing is kept past this call
+        seq, prev = self._tail or self._last_link()  # kept from this write()'s earlier appends
         seqs = []
         for ev in events:
             seq += 1
@@ -830,6 +824,11 @@ class Store:
             apply_event(self.conn, {**event, "type": ev.type, "at": at, "payload": payload})
             seqs.append(seq)
         return seqs
+
+    def _last_link(self) -> tuple[int, str]:
+        """The newest event's (seq, hash), or (0, GENESIS) for an empty log."""
+        last = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (last["seq"], last["hash"]) if last else (0, GENESIS)
 
     # -- reads
 
@@ -1142,8 +1141,7 @@ class Store:
         return int(row[0]) if row else 0
 
     def head(self) -> str:
-        row = self._one("SELECT hash FROM events ORDER BY seq DESC LIMIT 1")
-        return str(row[0]) if row else GENESIS
+        return str(self._last_link()[1])
 
     # -- integrity
 
