@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
 from .errors import PetriError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONTROL = re.compile(
@@ -31,6 +36,17 @@ def _service() -> Any:
     from .store import default_dish
 
     return Service(default_dish())
+
+
+@contextmanager
+def _reading() -> Iterator[tuple[Store, Path]]:
+    """The dish for `status` and `show`, read without the service, and so without importing
+    pydantic: most of these commands' time would be that import (benchmarks P3)."""
+    from .store import Store, default_dish
+
+    dish = default_dish()
+    with Store(dish, create=False) as st, st.read():
+        yield st, dish
 
 
 def domain_errors(fn: F) -> F:
@@ -99,7 +115,11 @@ def init() -> None:
 @domain_errors
 def status(run_id: str | None, as_json: bool) -> None:
     """Runs, cells by state, tasks, leases and the human inbox."""
-    data = _service().status(run_id)
+    from . import views
+    from .store import iso
+
+    with _reading() as (st, dish):
+        data = views.status(st, dish, iso(datetime.now(UTC)), run_id)
     if as_json:
         emit_json(data)
         return
@@ -159,7 +179,10 @@ def _usage_line(u: dict[str, Any]) -> str:
 @domain_errors
 def show(cell_id: str, as_json: bool) -> None:
     """One cell: claim, state, edges, tasks, verdicts and citations."""
-    data = _service().show(cell_id)
+    from . import views
+
+    with _reading() as (st, _):
+        data = views.show(st, cell_id)
     if as_json:
         emit_json(data)
         return

@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import context, machine
+from . import context, machine, views
 from .errors import DishError, NotFound, Rejected
 from .machine import Neighbour, NewEvent, SimilarHit, Snapshot, VerifiedCitation
 from .models import (
     FINAL_STATES,
-    Cell,
     CellsOut,
     ClaimOut,
     DecomposeResult,
@@ -51,7 +50,7 @@ from .quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
 from .roster import DEFAULT_PRESET, PRESETS, ROLES
 from .schema import explain, lean
 from .similarity import find_restatement, similarity, words
-from .store import Store, VerifyReport
+from .store import Store, VerifyReport, iso
 
 if TYPE_CHECKING:
     from .fetch import FetchPolicy
@@ -77,11 +76,6 @@ _FORKED: list[Store] = []
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """The one timestamp format of the dish (sortable as text)."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def task_out(task: Task) -> TaskOut:
@@ -421,7 +415,7 @@ class Service:
             scope = st.subtree(run.root_cell_id)
             tasks = [] if run.state == "halted" else st.ready_tasks(scope, now, limit)
             counts = st.cell_counts(run.run_id)
-            inbox = [human_item(c) for c in st.inbox() if c.cell_id in scope]
+            inbox = [HumanItem(**views.inbox_item(c)) for c in st.inbox_rows() if c["cell_id"] in scope]
             open_ = st.open_tasks()
             leased = sum(1 for t in open_ if t.status == "leased" and t.cell_id in scope)
             waiting = [t for t in open_ if t.status == "ready" and t.cell_id in scope and t.ready_at > now]
@@ -1103,66 +1097,12 @@ class Service:
         """Runs, cells by state, tasks, leases and the human inbox, read from the projections."""
         now = self.now()
         with self._store(create=False) as st, st.read():
-            runs = [st.run(run_id)] if run_id else st.runs()
-            out_runs = []
-            for run in runs:
-                root = st.cell(run.root_cell_id)
-                leases = [
-                    {
-                        "task_id": t.task_id,
-                        "worker": t.worker,
-                        "expires_at": t.expires_at,
-                        "expired": bool(t.expires_at and t.expires_at <= now),
-                    }
-                    for t in st.open_tasks(run.run_id)
-                    if t.status == "leased"
-                ]
-                out_runs.append(
-                    {
-                        "run_id": run.run_id,
-                        "claim": run.claim,
-                        "preset": run.preset,
-                        "state": run.state,
-                        "root_cell_id": run.root_cell_id,
-                        "root_state": root.state,
-                        "created_at": run.created_at,
-                        "cells": st.cell_counts(run.run_id),
-                        "tasks": st.task_counts(run.run_id),
-                        "leases": leases,
-                        "usage": st.usage_totals(run_id=run.run_id),
-                    }
-                )
-            inbox = [human_item(c).model_dump() for c in st.inbox(run_id)]
-            return {
-                "dish": str(self.dish),
-                "events": st.event_count(),
-                "head": st.head(),
-                "runs": out_runs,
-                "needs_human": inbox,
-            }
+            return views.status(st, self.dish, now, run_id)
 
     def show(self, cell_id: str) -> dict[str, Any]:
         """One cell in full: its claim, edges, tasks, verdicts and citations."""
         with self._store(create=False) as st, st.read():
-            cell = st.cell(cell_id)
-            return {
-                "cell": cell.model_dump(),
-                "parents": [
-                    {"cell_id": p.cell_id, "text": p.text, "state": p.state} for p in st.parents(cell_id)
-                ],
-                "children": [
-                    {"cell_id": c.cell_id, "text": c.text, "state": c.state, "relation": e.relation}
-                    for e, c in st.children(cell_id)
-                ],
-                "tasks": [
-                    {**t.model_dump(exclude={"outcome"}), "usage": st.usage_totals(task_id=t.task_id)}
-                    for t in st.tasks_of_cell(cell_id)
-                ],
-                "usage": st.usage_totals(cell_id=cell_id),
-                "verdicts": [v.model_dump() for v in st.verdicts(cell_id)],
-                "citations": [c.model_dump() for c in st.citations(cell_id)],
-                "evidence": st.evidence(cell_id),
-            }
+            return views.show(st, cell_id)
 
     def export(self, run_id: str, target: Path) -> list[Path]:
         """Write the run's events as JSONL and one markdown file per cell, in a stable order."""
@@ -1280,28 +1220,6 @@ def check_quotes(st: Store) -> tuple[int, list[str]]:
         if not found[key]:
             problems.append(f"citation {citation_id}: quote no longer found in {source_id}")
     return len(rows), problems
-
-
-def human_item(cell: Cell) -> HumanItem:
-    """A human-inbox entry with the exact command that answers it."""
-    if cell.state == "awaiting_approval":
-        return HumanItem(
-            cell_id=cell.cell_id,
-            reason="a decomposition awaits approval",
-            command=f'petri approve {cell.cell_id}  (or: --reject --note "…")',
-        )
-    if cell.state == "stalled":
-        return HumanItem(
-            cell_id=cell.cell_id,
-            reason=cell.stall_reason or "stalled",
-            command=f'petri resolve {cell.cell_id} --requeue --guidance "…"  (or --close VERDICT '
-            '--reason "…", or --split "…" --split "…")',
-        )
-    return HumanItem(
-        cell_id=cell.cell_id,
-        reason=cell.flagged or "flagged",
-        command=f"petri resolve {cell.cell_id} --reopen  (or --acknowledge)",
-    )
 
 
 def _clarifications(given: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:

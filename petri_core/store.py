@@ -3,6 +3,9 @@
 Every write is `BEGIN IMMEDIATE` → event rows + projection updates → `COMMIT`, so a crash leaves
 either the whole transition or none of it. The projections are a pure function of the events:
 `replay()` rebuilds them and `verify()` proves they agree.
+
+Importing this module does not import pydantic: the `*_row(s)` reads return plain dicts, which the
+read commands (`views.py`) show as they are; the reads that return models import them on first use.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .errors import DishError, NotFound
-from .machine import NewEvent
-from .models import Cell, Citation, Edge, Event, Run, Source, Task, Verdict
+
+if TYPE_CHECKING:
+    from .machine import NewEvent
+    from .models import Cell, Citation, Edge, Event, Run, Source, Task, Verdict
 
 DB_NAME = "petri.db"
 DISH_DIR = ".petri"
@@ -132,6 +139,7 @@ CELL_FIELDS = frozenset(
     }
 )
 JSON_COLUMNS = {"settings", "clarifications", "proposal", "outcome", "budget"}
+BOOL_COLUMNS = {"atomic"}
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -144,6 +152,19 @@ def canonical(value: Any) -> str:
     and so the projections, refuse): they raise ValueError.
     """
     return _CANONICAL.encode(value)
+
+
+def iso(moment: datetime) -> str:
+    """The one timestamp format of the dish (sortable as text)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@functools.cache
+def _models() -> ModuleType:
+    """The pydantic models, imported when a read first returns one (see the module's docstring)."""
+    from . import models
+
+    return models
 
 
 def event_hash(
@@ -841,65 +862,89 @@ class Store:
 
     @staticmethod
     def _row(row: sqlite3.Row) -> dict[str, Any]:
+        """A row as the models hold it: JSON columns decoded, flags as booleans."""
         out = dict(row)
         for key in JSON_COLUMNS & out.keys():
             if out[key] is not None:
                 out[key] = json.loads(out[key])
+        for key in BOOL_COLUMNS & out.keys():
+            out[key] = bool(out[key])
         return out
 
-    def run(self, run_id: str) -> Run:
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [self._row(r) for r in self._all(sql, args)]
+
+    def run_row(self, run_id: str) -> dict[str, Any]:
         row = self._one("SELECT * FROM runs WHERE run_id=?", (run_id,))
         if row is None:
             raise NotFound(f"no run {run_id!r}", "list runs with petri_status (or `petri status`)")
-        return Run(**self._row(row))
+        return self._row(row)
+
+    def run(self, run_id: str) -> Run:
+        run: Run = _models().Run(**self.run_row(run_id))
+        return run
+
+    def run_rows(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM runs ORDER BY created_at, run_id")
 
     def runs(self) -> list[Run]:
-        return [Run(**self._row(r)) for r in self._all("SELECT * FROM runs ORDER BY created_at, run_id")]
+        return [_models().Run(**r) for r in self.run_rows()]
 
     def latest_run(self) -> Run | None:
         row = self._one("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1")
-        return Run(**self._row(row)) if row else None
+        return _models().Run(**self._row(row)) if row else None
 
     def run_ids(self) -> set[str]:
         return {r[0] for r in self._all("SELECT run_id FROM runs")}
 
-    def cell(self, cell_id: str) -> Cell:
+    def cell_row(self, cell_id: str) -> dict[str, Any]:
         row = self._one("SELECT * FROM cells WHERE cell_id=?", (cell_id,))
         if row is None:
             raise NotFound(f"no cell {cell_id!r}", "cell ids look like `osm-1-02`; see `petri status`")
-        return Cell(**self._row(row))
+        return self._row(row)
+
+    def cell(self, cell_id: str) -> Cell:
+        cell: Cell = _models().Cell(**self.cell_row(cell_id))
+        return cell
 
     def cells(self, run_id: str | None = None) -> list[Cell]:
         if run_id is None:
-            rows = self._all("SELECT * FROM cells ORDER BY run_id, level, seq")
+            rows = self._rows("SELECT * FROM cells ORDER BY run_id, level, seq")
         else:
-            rows = self._all("SELECT * FROM cells WHERE run_id=? ORDER BY level, seq", (run_id,))
-        return [Cell(**self._row(r)) for r in rows]
+            rows = self._rows("SELECT * FROM cells WHERE run_id=? ORDER BY level, seq", (run_id,))
+        return [_models().Cell(**r) for r in rows]
 
     def cell_texts(self) -> list[tuple[str, str, str]]:
         """(cell_id, text, state) of every cell in the dish, for the similarity search."""
         return [(r[0], r[1], r[2]) for r in self._all("SELECT cell_id, text, state FROM cells")]
 
-    def children(self, cell_id: str) -> list[tuple[Edge, Cell]]:
-        rows = self._all(
+    def child_rows(self, cell_id: str) -> list[dict[str, Any]]:
+        """The children's cell rows, each with its edge's `relation` added."""
+        return self._rows(
             "SELECT e.relation AS relation, c.* FROM edges e JOIN cells c ON c.cell_id = e.child_id "
             "WHERE e.parent_id=? ORDER BY c.level, c.seq",
             (cell_id,),
         )
+
+    def children(self, cell_id: str) -> list[tuple[Edge, Cell]]:
+        m = _models()
         out = []
-        for r in rows:
-            data = self._row(r)
+        for data in self.child_rows(cell_id):
             relation = data.pop("relation")
-            out.append((Edge(child_id=data["cell_id"], parent_id=cell_id, relation=relation), Cell(**data)))
+            out.append(
+                (m.Edge(child_id=data["cell_id"], parent_id=cell_id, relation=relation), m.Cell(**data))
+            )
         return out
 
-    def parents(self, cell_id: str) -> list[Cell]:
-        rows = self._all(
+    def parent_rows(self, cell_id: str) -> list[dict[str, Any]]:
+        return self._rows(
             "SELECT c.* FROM edges e JOIN cells c ON c.cell_id = e.parent_id WHERE e.child_id=? "
             "ORDER BY c.level, c.seq",
             (cell_id,),
         )
-        return [Cell(**self._row(r)) for r in rows]
+
+    def parents(self, cell_id: str) -> list[Cell]:
+        return [_models().Cell(**r) for r in self.parent_rows(cell_id)]
 
     def ancestors(self, cell_id: str) -> set[str]:
         rows = self._all(
@@ -925,18 +970,20 @@ class Store:
         row = self._one("SELECT * FROM tasks WHERE task_id=?", (task_id,))
         if row is None:
             raise NotFound(f"no task {task_id!r}", "take task ids from petri_next; do not invent them")
-        return Task(**self._row(row))
+        task: Task = _models().Task(**self._row(row))
+        return task
+
+    def task_rows_of_cell(self, cell_id: str, iteration: int | None = None) -> list[dict[str, Any]]:
+        if iteration is None:
+            return self._rows("SELECT * FROM tasks WHERE cell_id=? ORDER BY created_at, task_id", (cell_id,))
+        return self._rows(
+            "SELECT * FROM tasks WHERE cell_id=? AND (iteration=? OR status IN "
+            "('ready','leased')) ORDER BY created_at, task_id",
+            (cell_id, iteration),
+        )
 
     def tasks_of_cell(self, cell_id: str, iteration: int | None = None) -> list[Task]:
-        if iteration is None:
-            rows = self._all("SELECT * FROM tasks WHERE cell_id=? ORDER BY created_at, task_id", (cell_id,))
-        else:
-            rows = self._all(
-                "SELECT * FROM tasks WHERE cell_id=? AND (iteration=? OR status IN "
-                "('ready','leased')) ORDER BY created_at, task_id",
-                (cell_id, iteration),
-            )
-        return [Task(**self._row(r)) for r in rows]
+        return [_models().Task(**r) for r in self.task_rows_of_cell(cell_id, iteration)]
 
     def ready_tasks(self, cell_ids: set[str] | None, now: str, limit: int) -> list[Task]:
         sql = "SELECT * FROM tasks WHERE status='ready' AND ready_at<=?"
@@ -947,54 +994,63 @@ class Store:
                 return []
             sql += " AND cell_id IN (SELECT value FROM json_each(?))"
             args.append(json.dumps(ids))
-        rows = self._all(sql + " ORDER BY created_at, task_id LIMIT ?", (*args, limit))
-        return [Task(**self._row(r)) for r in rows]
+        rows = self._rows(sql + " ORDER BY created_at, task_id LIMIT ?", (*args, limit))
+        return [_models().Task(**r) for r in rows]
 
     def expired_leases(self, now: str) -> list[Task]:
-        rows = self._all(
+        rows = self._rows(
             "SELECT * FROM tasks WHERE status='leased' AND expires_at<=? ORDER BY task_id", (now,)
         )
-        return [Task(**self._row(r)) for r in rows]
+        return [_models().Task(**r) for r in rows]
 
     def task_counts(self, run_id: str) -> dict[str, int]:
         rows = self._all("SELECT status, COUNT(*) FROM tasks WHERE run_id=? GROUP BY status", (run_id,))
         return {r[0]: r[1] for r in rows}
 
-    def open_tasks(self, run_id: str | None = None) -> list[Task]:
+    def open_task_rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM tasks WHERE status IN ('ready','leased')"
-        rows = self._all(
+        return self._rows(
             sql + (" AND run_id=?" if run_id else "") + " ORDER BY created_at, task_id",
             (run_id,) if run_id else (),
         )
-        return [Task(**self._row(r)) for r in rows]
+
+    def open_tasks(self, run_id: str | None = None) -> list[Task]:
+        return [_models().Task(**r) for r in self.open_task_rows(run_id)]
 
     def cell_counts(self, run_id: str) -> dict[str, int]:
         rows = self._all("SELECT state, COUNT(*) FROM cells WHERE run_id=? GROUP BY state", (run_id,))
         return {r[0]: r[1] for r in rows}
 
-    def inbox(self, run_id: str | None = None) -> list[Cell]:
+    def inbox_rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM cells WHERE (state IN ('stalled','awaiting_approval') OR flagged IS NOT NULL)"
-        rows = self._all(
+        return self._rows(
             sql + (" AND run_id=?" if run_id else "") + " ORDER BY run_id, level, seq",
             (run_id,) if run_id else (),
         )
-        return [Cell(**self._row(r)) for r in rows]
 
-    def verdicts(self, cell_id: str, iteration: int | None = None) -> list[Verdict]:
+    def inbox(self, run_id: str | None = None) -> list[Cell]:
+        return [_models().Cell(**r) for r in self.inbox_rows(run_id)]
+
+    def verdict_rows(self, cell_id: str, iteration: int | None = None) -> list[dict[str, Any]]:
+        """The cell's verdicts, oldest first (without the table's ordering `seq`)."""
         if iteration is None:
-            rows = self._all("SELECT * FROM verdicts WHERE cell_id=? ORDER BY seq", (cell_id,))
+            rows = self._rows("SELECT * FROM verdicts WHERE cell_id=? ORDER BY seq", (cell_id,))
         else:
-            rows = self._all(
+            rows = self._rows(
                 "SELECT * FROM verdicts WHERE cell_id=? AND iteration=? ORDER BY seq", (cell_id, iteration)
             )
-        return [Verdict(**{k: v for k, v in self._row(r).items() if k != "seq"}) for r in rows]
+        return [{k: v for k, v in r.items() if k != "seq"} for r in rows]
+
+    def verdicts(self, cell_id: str, iteration: int | None = None) -> list[Verdict]:
+        return [_models().Verdict(**r) for r in self.verdict_rows(cell_id, iteration)]
+
+    def citation_rows(self, cell_id: str | None = None) -> list[dict[str, Any]]:
+        if cell_id is None:
+            return self._rows("SELECT * FROM citations ORDER BY citation_id")
+        return self._rows("SELECT * FROM citations WHERE cell_id=? ORDER BY citation_id", (cell_id,))
 
     def citations(self, cell_id: str | None = None) -> list[Citation]:
-        if cell_id is None:
-            rows = self._all("SELECT * FROM citations ORDER BY citation_id")
-        else:
-            rows = self._all("SELECT * FROM citations WHERE cell_id=? ORDER BY citation_id", (cell_id,))
-        return [Citation(**self._row(r)) for r in rows]
+        return [_models().Citation(**r) for r in self.citation_rows(cell_id)]
 
     def source(self, source_id: str) -> Source:
         row = self._one("SELECT * FROM sources WHERE source_id=?", (source_id,))
@@ -1003,11 +1059,12 @@ class Store:
                 f"no source {source_id!r}: only fetched pages can be cited",
                 "fetch the page with petri_fetch and cite the source_id it returns",
             )
-        return Source(**self._row(row))
+        source: Source = _models().Source(**self._row(row))
+        return source
 
     def source_by_hash(self, content_hash: str) -> Source | None:
         row = self._one("SELECT * FROM sources WHERE content_hash=?", (content_hash,))
-        return Source(**self._row(row)) if row else None
+        return _models().Source(**self._row(row)) if row else None
 
     def recent_fetch(self, url: str, since: str) -> Source | None:
         row = self._one(
@@ -1015,7 +1072,7 @@ class Store:
             "WHERE f.url=? AND f.fetched_at>=? ORDER BY f.fetch_seq DESC LIMIT 1",
             (url, since),
         )
-        return Source(**self._row(row)) if row else None
+        return _models().Source(**self._row(row)) if row else None
 
     def evidence(self, cell_id: str) -> list[dict[str, Any]]:
         return [
@@ -1134,7 +1191,8 @@ class Store:
         sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [Event(**{**dict(r), "payload": json.loads(r["payload"])}) for r in self._all(sql, args)]
+        event = _models().Event
+        return [event(**{**dict(r), "payload": json.loads(r["payload"])}) for r in self._all(sql, args)]
 
     def event_count(self) -> int:
         row = self._one("SELECT COALESCE(MAX(seq), 0) FROM events")
