@@ -277,16 +277,41 @@ def _task(**values: str) -> Projection:
     return _update("tasks", "task_id = {e}task_id", **values, updated_at="{e}at")
 
 
-def _cell(**values: str) -> Projection:
+@dataclass(frozen=True)
+class CellUpdate(Projection):
+    """A cell event's update: its own columns, and each cell field its payload's `fields` names.
+
+    `sql` tests every known field for presence, as replay must. A live write, whose payload Python
+    holds, runs `naming(fields)` instead: the same values, set for just the fields named. On such a
+    payload the two agree: each absent field's CASE keeps the column, each named one's takes the
+    value, and the guard, which refuses unknown fields, finds none (benchmarks P1: a fifth of the
+    SQL time of a submission went to these tests)."""
+
+    values: tuple[tuple[str, str], ...] = ()  # (column, value) pairs, every cell field among them
+
+    def naming(self, fields: frozenset[str]) -> str:
+        sets = {c: v for c, v in self.values if c in fields or c not in CELL_FIELDS}
+        return _update("cells", _CELL_KEY, **sets).sql
+
+
+_CELL_KEY = "cell_id = {e}cell_id"
+
+
+def _cell(**values: str) -> CellUpdate:
     """Set every cell field the payload's `fields` names (`proposal` as JSON text); refuse others."""
     fields = {}
     for name in sorted(CELL_FIELDS):
         path = f"fields.{name}"
-        value = f"nullif({_pj(path)}, 'null')" if name == "proposal" else _p(path)
-        fields[name] = f"CASE WHEN json_type({{e}}payload, '$.{path}') IS NULL THEN {name} ELSE {value} END"
+        fields[name] = f"nullif({_pj(path)}, 'null')" if name == "proposal" else _p(path)
+    present = {
+        name: f"CASE WHEN json_type({{e}}payload, '$.fields.{name}') IS NULL THEN {name} ELSE {value} END"
+        for name, value in fields.items()
+    }
     known = ", ".join(f"'$.{name}'" for name in sorted(CELL_FIELDS))
     unknown = f"'sets unknown cell fields ' || nullif(json_remove({_pj('fields')}, {known}), '{{{{}}}}')"
-    return _update("cells", "cell_id = {e}cell_id", unknown, **values, **fields, updated_at="{e}at")
+    generic = _update("cells", _CELL_KEY, unknown, **values, **present, updated_at="{e}at")
+    settings = (*values.items(), *fields.items(), ("updated_at", "{e}at"))
+    return CellUpdate(generic.sql, guard=generic.guard, values=settings)
 
 
 _no_projection = Projection()  # events kept for the record only (convergence checks, decisions)
@@ -437,11 +462,24 @@ APPLY: Mapping[str, Projection] = {
 }
 
 
-def apply_event(conn: sqlite3.Connection, event: Mapping[str, Any]) -> None:
-    """Update the projections for one stored event (a mapping of `EVENT_COLUMNS`, payload as text)."""
-    if event["type"] not in APPLY:
-        raise DishError(f"event {event['seq']} has unknown type {event['type']!r}")
-    guard, statement = _live_sql(event["type"], NUL in event["payload"])
+def apply_event(
+    conn: sqlite3.Connection, event: Mapping[str, Any], payload: Mapping[str, Any] | None = None
+) -> None:
+    """Update the projections for one stored event (a mapping of `EVENT_COLUMNS`, payload as text).
+
+    `payload`, the event's payload as Python holds it (a live write), lets a cell event set just the
+    fields it names (`CellUpdate`); without it, the statement replay runs is used.
+    """
+    type_ = event["type"]
+    if type_ not in APPLY:
+        raise DishError(f"event {event['seq']} has unknown type {type_!r}")
+    nul = NUL in event["payload"]
+    if payload is not None and isinstance(APPLY[type_], CellUpdate):
+        fields = payload.get("fields", {})
+        if isinstance(fields, dict) and fields.keys() <= CELL_FIELDS:
+            conn.execute(_cell_sql(type_, nul, frozenset(fields)), event)
+            return
+    guard, statement = _live_sql(type_, nul)
     if guard and (problem := conn.execute(guard, event).fetchone()[0]) is not None:
         raise DishError(f"event {event['seq']} {problem}")
     if statement:
@@ -454,6 +492,14 @@ def _live_sql(type_: str, nul: bool) -> tuple[str, str]:
     projection = APPLY[type_]
     guard = f"SELECT {projection.guard.format(e=':')}" if projection.guard else ""
     return guard, projection.statement(":", nul=nul) if projection.sql else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _cell_sql(type_: str, nul: bool, fields: frozenset[str]) -> str:
+    """A cell event's live statement for a payload naming these (known) fields."""
+    projection = APPLY[type_]
+    assert isinstance(projection, CellUpdate)
+    return Projection(projection.naming(fields)).statement(":", nul=nul)
 
 
 def replay_into(conn: sqlite3.Connection, *, event_by_event: bool = False) -> None:
@@ -842,7 +888,7 @@ class Store:
             if self._writing:
                 self._tail = (seq, prev)
             event = {"seq": seq, "run_id": ev.run_id, "cell_id": ev.cell_id, "task_id": ev.task_id}
-            apply_event(self.conn, {**event, "type": ev.type, "at": at, "payload": payload})
+            apply_event(self.conn, {**event, "type": ev.type, "at": at, "payload": payload}, ev.payload)
             seqs.append(seq)
         return seqs
 

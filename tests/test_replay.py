@@ -222,6 +222,59 @@ def test_a_dish_under_a_path_that_needs_percent_encoding_replays(tmp_path: Path)
     assert svc.verify().problems == []
 
 
+CELL = {"seq": 1, "run_id": "r", "cell_id": "r-0-01", "task_id": None, "at": "2026-11-01T12:00:00+00:00"}
+CREATED = {
+    "level": 0,
+    "seq": 1,
+    "text": "a claim",
+    "atomic": False,
+    "leaf_reason": None,
+    "bedrock_reason": None,
+}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"step": 3},
+        {"summary": None, "directive": "look \x00 again 🌞", "proposal": None},
+        {"proposal": {"children": [{"text": "b"}]}, "atomic": True, "flagged": LONG},
+        {name: 1 for name in store.CELL_FIELDS if name != "proposal"} | {"proposal": {}},
+    ],
+    ids=["none", "one", "nulls-and-nul", "json-and-long", "all"],
+)
+def test_a_live_cell_update_naming_its_fields_sets_what_the_replayed_statement_sets(
+    fields: dict[str, Any],
+) -> None:
+    """Live, a cell event sets just the fields its payload names; replay tests every known field."""
+    live, replayed = (sqlite3.connect(":memory:"), sqlite3.connect(":memory:"))
+    for conn in (live, replayed):
+        store.add_functions(conn)
+        store.create_projections(conn)
+        store.apply_event(conn, {**CELL, "type": "cell_created", "payload": store.canonical(CREATED)})
+    for type_, payload in (
+        ("cell_state_changed", {"from": "new", "to": "decomposing", "fields": fields}),
+        ("cell_updated", {"fields": fields}),
+    ):
+        event = {**CELL, "seq": 2, "type": type_, "payload": store.canonical(payload)}
+        store.apply_event(live, event, payload)
+        store.apply_event(replayed, event)
+        assert typed_rows(live, "cells") == typed_rows(replayed, "cells"), type_
+    assert typed_rows(live, "cells") != [], "the cell exists"
+
+
+def test_a_live_cell_update_naming_an_unknown_field_is_refused_as_in_replay() -> None:
+    conn = sqlite3.connect(":memory:")
+    store.add_functions(conn)
+    store.create_projections(conn)
+    store.apply_event(conn, {**CELL, "type": "cell_created", "payload": store.canonical(CREATED)})
+    payload = {"fields": {"step": 2, "colour": "red"}}
+    event = {**CELL, "seq": 2, "type": "cell_updated", "payload": store.canonical(payload)}
+    with pytest.raises(DishError, match=r'event 2 sets unknown cell fields \{"colour":"red"\}'):
+        store.apply_event(conn, event, payload)
+
+
 # ---------------------------------------------------------------- tampering is still reported
 
 
