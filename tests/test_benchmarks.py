@@ -50,8 +50,10 @@ def test_every_other_benchmark_yields_well_formed_rows_with_its_targets() -> Non
     assert all(well_formed(r) for r in rows), [r for r in rows if not well_formed(r)]
     targeted = {r.id: r for r in rows if r.met is not None}
     assert set(targeted) == {"P1", "P3", "P4", "P5", "P6"}
-    ratio = next(r for r in rows if r.what.startswith("submit ÷ heartbeat"))
+    ratio = next(r for r in rows if r.what.startswith("submit ÷ no-op tool"))
     assert ratio.unit == "×" and ratio.target == "≤ 1.5×"
+    noop = next(r for r in rows if "`petri_noop`" in r.what)  # the floor is a tool that was called
+    assert noop.n == TINY.roundtrips and noop.value > 0
     assert all(r.unit == "tokens" and r.value > 0 for r in rows if r.id == "P4")
     shown = [r for r in rows if r.id == "P3"]
     assert len(shown) == 2 and all(r.details["events"] >= 400 for r in shown)

@@ -1,0 +1,40 @@
+"""`petri mcp` on stdio with one more tool, `petri_noop`, which does nothing: P1's floor.
+
+P1 compares `petri_submit` with a no-op tool on the same server. Petri's own tools all do work, and
+a tool that only a benchmark needs does not belong in every agent's tool list (P4 counts that list),
+so this process adds it to the server `petri mcp` builds and serves it the way `petri mcp` does:
+behind `mcp_front.Front`, through the SDK's stdio transport, each sync tool on a worker thread.
+One difference: the tool list is not the recorded one, so the front answers nothing early (the
+handshake, which P1 does not time, waits for the SDK).
+
+Run as `python -m benchmarks.noop_server` with PETRI_HOME set.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pydantic import BaseModel
+
+from petri_core import mcp_front, mcp_server
+
+
+class NoopOut(BaseModel):
+    ok: bool
+
+
+def main() -> None:
+    wire_in, wire_out = mcp_front.claim_stdio()
+    front = mcp_front.Front(None, wire_in, wire_out)
+    threading.Thread(target=front.pump, name="petri-mcp-front", daemon=True).start()
+    server = mcp_server.build()
+
+    @server.tool(annotations=mcp_server.READ_ONLY, description="Do nothing (the benchmark's floor).")
+    def petri_noop() -> NoopOut:
+        return NoopOut(ok=True)
+
+    mcp_server.run_on(server, front, front)
+
+
+if __name__ == "__main__":
+    main()
