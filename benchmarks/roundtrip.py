@@ -84,7 +84,8 @@ async def over_stdio(
     beat: tuple[str, str],
     warmup: int,
 ) -> dict[str, list[float]]:
-    """Interleave ping, noop, heartbeat, status and submit on one server process; seconds per call.
+    """Interleave ping, noop, heartbeat, status and submit on one server process; seconds per call,
+    and (as "submit inside", "heartbeat inside") the seconds the service took inside the server.
 
     Each round calls the five in a shuffled order (seeded): in a fixed order each call would always
     follow the same one, and a call after `petri_status` runs on caches that status just filled with
@@ -120,6 +121,9 @@ async def over_stdio(
             order.shuffle(names)
             for name in names:
                 await clock(name, calls[name], i >= warmup)
+        inside = await client.call_tool("bench_service_times", {})
+    for name, seconds in inside.structured_content["seconds"].items():
+        samples[f"{name} inside"] = seconds[warmup:]
     return samples
 
 
@@ -187,6 +191,16 @@ def run(sizes: Sizes) -> list[Row]:
         spread("P1", "stdio `petri_status` (read tool, one small run)", wire["status"]),
         Row("P1", "submit ÷ no-op tool, medians", ratio, "×", target="≤ 1.5×", met=ratio <= 1.5),
         Row("P1", "submit ÷ heartbeat, medians", med["submit"] / med["heartbeat"], "×"),
+        spread("P1", "… of a stdio submit: `Service.submit` inside the server", wire["submit inside"]),
+        spread(
+            "P1", "… of a stdio heartbeat: `Service.heartbeat` inside the server", wire["heartbeat inside"]
+        ),
+        Row(
+            "P1",
+            "submit round trip − no-op round trip − service inside, medians (the SDK's extra for submit)",
+            med["submit"] - med["noop"] - med["submit inside"],
+            "s",
+        ),
         Row("P1", "submit ÷ status, medians", med["submit"] / med["status"], "×"),
         Row("P1", "submit ÷ ping, medians", med["submit"] / med["ping"], "×"),
         spread("P1", "in-process `Service.submit`, same submission", local),
