@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import sqlite3
+import time
+from collections import defaultdict
+from typing import Any, cast
+
 from petri_core.service import check_quotes
-from petri_core.store import Store
+from petri_core.store import Store, create_indexes, replay_into
 
 from .common import Row, Sizes, run_petri, spread, timed
 from .dishes import cached
@@ -33,6 +39,46 @@ def verify_parts(st: Store) -> dict[str, float]:
     return {k: round(v, 6) for k, v in parts.items()}
 
 
+class TimedConnection:
+    """A connection that adds up the seconds of its statements by what they do in a replay."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def execute(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        start = time.perf_counter()
+        try:
+            return self.conn.execute(sql, args)
+        finally:
+            self.seconds[self.step(sql, args)] += time.perf_counter() - start
+
+    @staticmethod
+    def step(sql: str, args: Any) -> str:
+        if sql.startswith("INSERT INTO temp.kinds"):
+            return "index the log by type, find NUL payloads"
+        if sql.startswith("INSERT INTO temp.feed"):
+            return "feed the other types in log order (triggers)"
+        insert = re.match(r"INSERT INTO (\w+) SELECT", sql)
+        if insert and args:
+            return f"bulk `{args[0]}` → {insert.group(1)}"
+        return "the rest (tables, triggers, NUL events)"
+
+
+def replay_steps(st: Store) -> dict[str, float]:
+    """Where one replay's time goes (the statements of `Store.replay`, timed one by one)."""
+    conn = st._scratch()
+    timed_conn = TimedConnection(conn)
+    try:
+        conn.execute("BEGIN")
+        replay_into(cast(sqlite3.Connection, timed_conn))
+        conn.execute("COMMIT")
+        timed_conn.seconds["indexes"] += timed(lambda: create_indexes(conn))
+    finally:
+        conn.close()
+    return dict(sorted(timed_conn.seconds.items(), key=lambda kv: -kv[1]))
+
+
 def run(sizes: Sizes) -> list[Row]:
     rows: list[Row] = []
     largest = max(sizes.dishes)
@@ -46,6 +92,7 @@ def run(sizes: Sizes) -> list[Row]:
                 for _ in range(1 if last or sizes.quick else 3)
             ]
             parts = verify_parts(st) if last else {}
+            steps = replay_steps(st) if last else {}
             st.conn.execute("COMMIT")
         rate = sorted(rates)[len(rates) // 2]
         rows.append(
@@ -61,6 +108,8 @@ def run(sizes: Sizes) -> list[Row]:
                 rate >= REPLAY_MIN,
             )
         )
+        for step, seconds in steps.items():
+            rows.append(Row("P5", f"… replay step: {step}, {filled.events:,} events", seconds, "s"))
         walls = [run_petri(["verify"], dish)[0] for _ in range(1 if sizes.quick or events >= 100_000 else 3)]
         on_target = events >= 1_000_000
         rows.append(
