@@ -79,13 +79,13 @@ def utcnow() -> datetime:
 
 
 def task_out(task: Task) -> TaskOut:
+    return _dispatched(task.task_id, task.cell_id, task.role, task.kind, task.brief)
+
+
+def _dispatched(task_id: str, cell_id: str, role: str, kind: str, brief: str) -> TaskOut:
+    """A task as the main agent dispatches it: to the agent of its role."""
     return TaskOut(
-        task_id=task.task_id,
-        cell_id=task.cell_id,
-        role=task.role,
-        kind=task.kind,
-        agent=ROLES[task.role].agent,
-        brief=task.brief,
+        task_id=task_id, cell_id=cell_id, role=role, kind=kind, agent=ROLES[role].agent, brief=brief
     )
 
 
@@ -1275,14 +1275,7 @@ def ready_created(events: Sequence[NewEvent]) -> list[TaskOut]:
     """The tasks these events created that they leave ready, read from the events themselves."""
     status = {e.task_id: TASK_STATUS_AFTER[e.type] for e in events if e.type in TASK_STATUS_AFTER}
     return [
-        TaskOut(
-            task_id=e.task_id,
-            cell_id=e.cell_id or "",
-            role=e.payload["role"],
-            kind=e.payload["kind"],
-            agent=ROLES[e.payload["role"]].agent,
-            brief=e.payload["brief"],
-        )
+        _dispatched(e.task_id, e.cell_id or "", e.payload["role"], e.payload["kind"], e.payload["brief"])
         for e in events
         if e.type == "task_created" and e.task_id and status[e.task_id] == "ready"
     ]

@@ -289,9 +289,9 @@ class CellUpdate(Projection):
 
     values: tuple[tuple[str, str], ...] = ()  # (column, value) pairs, every cell field among them
 
-    def naming(self, fields: frozenset[str]) -> str:
+    def naming(self, fields: frozenset[str]) -> Projection:
         sets = {c: v for c, v in self.values if c in fields or c not in CELL_FIELDS}
-        return _update("cells", _CELL_KEY, **sets).sql
+        return _update("cells", _CELL_KEY, **sets)
 
 
 _CELL_KEY = "cell_id = {e}cell_id"
@@ -499,7 +499,7 @@ def _cell_sql(type_: str, nul: bool, fields: frozenset[str]) -> str:
     """A cell event's live statement for a payload naming these (known) fields."""
     projection = APPLY[type_]
     assert isinstance(projection, CellUpdate)
-    return Projection(projection.naming(fields)).statement(":", nul=nul)
+    return projection.naming(fields).statement(":", nul=nul)
 
 
 def replay_into(conn: sqlite3.Connection, *, event_by_event: bool = False) -> None:
