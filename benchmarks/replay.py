@@ -88,8 +88,7 @@ def run(sizes: Sizes) -> list[Row]:
         with Store(dish, create=False) as st:
             st.conn.execute("BEGIN")
             rates = [
-                filled.events / timed(lambda: st.replay().close())
-                for _ in range(1 if last or sizes.quick else 3)
+                filled.events / timed(lambda: st.replay().close()) for _ in range(1 if sizes.quick else 3)
             ]
             parts = verify_parts(st) if last else {}
             steps = replay_steps(st) if last else {}

@@ -6,6 +6,7 @@ Timings are printed by `python -m benchmarks`, never asserted here.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,11 @@ def test_every_other_benchmark_yields_well_formed_rows_with_its_targets() -> Non
     assert ratio.unit == "×" and ratio.target == "≤ 1.5×"
     noop = next(r for r in rows if "`petri_noop`" in r.what)  # the floor is a tool that was called
     assert noop.n == TINY.roundtrips and noop.value > 0
+    whole = next(r for r in rows if r.what.startswith("in-process `Service.submit`"))
+    sql = next(r for r in rows if "inside SQLite" in r.what)  # the clock saw the service's statements
+    statements = re.search(r"\((\d+) statements", sql.what)
+    assert statements and int(statements.group(1)) >= 10, sql.what
+    assert 0 < sql.value < whole.value and sql.n == whole.n
     assert all(r.unit == "tokens" and r.value > 0 for r in rows if r.id == "P4")
     shown = [r for r in rows if r.id == "P3"]
     assert len(shown) == 2 and all(r.details["events"] >= 400 for r in shown)
