@@ -1,4 +1,5 @@
-"""Fetching pages safely: http(s) only, no private addresses, every redirect hop re-checked.
+"""Fetching pages safely: http(s) only, no private addresses, every redirect hop re-checked, and
+every connection opened to the address that was checked (no DNS rebinding).
 
 `fetch_url` returns the extracted main text and metadata (trafilatura) of one page; the service
 stores it as an immutable snapshot. Every refusal is a `Rejected` that says why and what to do.
@@ -95,9 +96,20 @@ def check_url(url: str, policy: FetchPolicy) -> None:
         return
     if host == "localhost" or host.endswith(".localhost"):
         raise Rejected(f"cannot fetch {url}: {host} is a loopback name", PRIVATE_FIX)
-    addresses = (policy.resolver or system_resolver)(host, port)
+    resolve(host, port, policy, url)
+
+
+def resolve(host: str, port: int, policy: FetchPolicy, url: str) -> list[str]:
+    """The addresses `host` resolves to (an IP address is its own); raises Rejected if the policy
+    forbids any of them."""
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        addresses = (policy.resolver or system_resolver)(host, port)
     if not addresses:
         raise Rejected(f"cannot resolve host {host!r}", "check the URL")
+    if policy.allow_private or host in policy.trusted_hosts:
+        return addresses
     for address in addresses:
         try:
             allowed = address_allowed(address)
@@ -108,6 +120,45 @@ def check_url(url: str, policy: FetchPolicy) -> None:
                 f"cannot fetch {url}: {host} resolves to {address}, a private or reserved address",
                 PRIVATE_FIX,
             )
+    return addresses
+
+
+def pinned_transport(policy: FetchPolicy) -> Any:
+    """An httpx2 transport whose every connection goes to an address it resolved and checked itself.
+
+    `check_url` refuses a URL early, with a clear message, but a name can resolve to a public address
+    for that check and to a private one a moment later, when the client looks it up again to connect
+    (DNS rebinding). Here the lookup that is checked is the one connected to: the connection opens to
+    the checked address, while TLS and the Host header keep the name. Proxies from the environment
+    (`HTTPS_PROXY`) bypass this transport; the proxy then resolves names itself.
+    """
+    import httpcore2
+    import httpx2
+
+    class PinnedBackend(httpcore2.SyncBackend):
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            failure: Exception | None = None
+            for address in resolve(host, port, policy, f"{host}:{port}"):
+                try:
+                    return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                    failure = exc  # like any client: try the host's next address
+            assert failure is not None  # resolve() returns at least one address
+            raise failure
+
+    transport = httpx2.HTTPTransport()
+    # httpx2's transport takes no network backend; its pool does (httpcore2's public API).
+    transport._pool = httpcore2.ConnectionPool(
+        ssl_context=httpx2.create_ssl_context(), network_backend=PinnedBackend()
+    )
+    return transport
 
 
 def page_text(text: str, page: int, page_chars: int = 6000) -> tuple[str, int]:
@@ -172,7 +223,10 @@ def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPa
     current = url
     own = client is None
     http = client or httpx2.Client(
-        follow_redirects=False, timeout=policy.timeout, headers={"User-Agent": policy.user_agent}
+        follow_redirects=False,
+        timeout=policy.timeout,
+        headers={"User-Agent": policy.user_agent},
+        transport=pinned_transport(policy),
     )
     try:
         for _hop in range(policy.max_redirects + 1):

@@ -100,3 +100,48 @@ def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused_before_conn
 def test_the_environment_switch_lifts_the_guard() -> None:
     assert FetchPolicy.from_env({"PETRI_FETCH_ALLOW_PRIVATE": "1"}).allow_private
     assert not FetchPolicy.from_env({}).allow_private
+
+
+PAGE = (200, {"Content-Type": "text/plain"}, b"The figure is 42, by the second measurement.", 0.0)
+
+
+def test_a_name_that_rebinds_to_loopback_after_the_check_never_reaches_it() -> None:
+    """DNS rebinding: the name is public when checked and loopback when looked up again to connect.
+    The connection uses a lookup of its own that is checked too, so it is refused, unopened."""
+    lookups: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["93.184.216.34"] if len(lookups) == 1 else ["127.0.0.1"]
+
+    seen: list[tuple[str, str]] = []
+    with serve({"/": PAGE}, seen) as base:
+        port = base.rsplit(":", 1)[1]
+        policy = FetchPolicy(resolver=rebinding, timeout=2.0)
+        with pytest.raises(Rejected, match=r"rebind\.example resolves to 127\.0\.0\.1, a private"):
+            fetch_url(f"http://rebind.example:{port}/", policy)
+    assert lookups == ["rebind.example", "rebind.example"]  # the check's lookup, then the connection's
+    assert seen == []
+
+
+def test_a_name_connects_to_the_address_its_lookup_gave_and_keeps_its_host_header() -> None:
+    """The connection opens to the resolved address (here the policy's resolver: the system knows no
+    such name), while the request still names the host."""
+    names = {"pinned.example": ["127.0.0.1"]}
+    seen: list[tuple[str, str]] = []
+    with serve({"/page": PAGE}, seen) as base:
+        port = base.rsplit(":", 1)[1]
+        policy = FetchPolicy(allow_private=True, resolver=lambda host, _: names[host], timeout=2.0)
+        page = fetch_url(f"http://pinned.example:{port}/page", policy)
+    assert page.text == "The figure is 42, by the second measurement."
+    assert seen == [("/page", f"pinned.example:{port}")]
+
+
+def test_a_host_whose_first_address_refuses_is_reached_at_its_next() -> None:
+    names = {"two.example": ["127.0.0.2", "127.0.0.1"]}  # nothing listens on 127.0.0.2
+    seen: list[tuple[str, str]] = []
+    with serve({"/page": PAGE}, seen) as base:
+        port = base.rsplit(":", 1)[1]
+        policy = FetchPolicy(allow_private=True, resolver=lambda host, _: names[host], timeout=2.0)
+        page = fetch_url(f"http://two.example:{port}/page", policy)
+    assert page.status == 200 and seen == [("/page", f"two.example:{port}")]

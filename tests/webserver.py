@@ -13,10 +13,14 @@ Route = tuple[int, dict[str, str], bytes, float]
 
 
 @contextmanager
-def serve(routes: dict[str, Route]) -> Iterator[str]:
+def serve(routes: dict[str, Route], seen: list[tuple[str, str]] | None = None) -> Iterator[str]:
+    """Serve `routes`; `seen`, if given, gets each request's (path, Host header)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            if seen is not None:
+                seen.append((path, self.headers.get("Host", "")))
             status, headers, body, delay = routes.get(path, (404, {}, b"not found", 0.0))
             if delay:
                 time.sleep(delay)
