@@ -1,19 +1,22 @@
 """The first answers of `petri mcp` on stdio, given while the MCP SDK is still loading.
 
 Importing the MCP SDK takes over a second (it builds hundreds of pydantic models), and a harness
-waits for the server's `initialize` and `tools/list` answers before its first model turn — once per
-process, so once per task under `petri run`. Those two answers never change for a given build, so
-the SDK's own answers are recorded in `mcp_handshake.json` (written by `python -m
+waits for the server's first answers before its first model turn — once per process, so once per
+task under `petri run`. Those answers never change for a given build: `initialize` and
+`tools/list` in the handshake era; `server/discover`, the prompt, resource and tool lists, and the
+acknowledgement of `subscriptions/listen` in the 2026-07-28 era (Claude Code waits for that one).
+So the SDK's own answers are recorded in `mcp_handshake.json` (written by `python -m
 petri_core.mcp_front --write`; a test fails when the file no longer matches the SDK) and this
 module, which imports nothing but the standard library, serves them from the first milliseconds.
 
-Nothing is answered on the SDK's behalf but those two: the SDK still receives every message. A
+Nothing else is answered on the SDK's behalf, and the SDK still receives every message. A
 handshake answered early is replayed to it under a private id, whose reply is dropped, so its
 session is initialized exactly as if it had answered; a tool list answered early is asked of it
 again under a private id, and a difference is reported on stderr and announced with
-`notifications/tools/list_changed`. Every other message waits, in order, for the SDK. When the
-recorded answers do not belong to this build (another version of Petri, the SDK or pydantic), or
-are missing, nothing is answered early.
+`notifications/tools/list_changed`; a listen request acknowledged early reaches the SDK, which
+serves its stream, and the SDK's own acknowledgement is dropped. Every other message waits, in
+order, for the SDK. When the recorded answers do not belong to this build (another version of
+Petri, the SDK or pydantic), or are missing, nothing is answered early.
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ def load_snapshot(path: Path = SNAPSHOT) -> dict[str, Any] | None:
 
 ENVELOPE_VERSION = "io.modelcontextprotocol/protocolVersion"
 ENVELOPE_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+LISTEN_ACK = "notifications/subscriptions/acknowledged"
+SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+#: The flags of a `subscriptions/listen` filter; with `resourceSubscriptions`, all the SDK knows.
+LISTEN_FLAGS = ("toolsListChanged", "promptsListChanged", "resourcesListChanged")
 
 
 class Front:
@@ -86,8 +93,10 @@ class Front:
     `pump()` reads the wire (run it on a thread); the SDK reads `readline()` and writes `write()`.
     Like the SDK, it lets the client's first request decide the protocol era: a handshake-era
     `initialize` (answered early only when it is that first request), or a 2026-07-28 request
-    carrying the per-request envelope (`server/discover` and `tools/list` are then answered early;
-    that era keeps no session, so nothing needs replaying).
+    carrying the per-request envelope (`server/discover` and the prompt, resource and tool lists are
+    then answered early; that era keeps no session, so nothing needs replaying). A 2026-07-28
+    `subscriptions/listen` is acknowledged early too, and still goes to the SDK, which owns the
+    stream from then on; its own acknowledgement is dropped.
     """
 
     def __init__(self, snapshot: dict[str, Any] | None, wire_in: BinaryIO, wire_out: BinaryIO) -> None:
@@ -102,6 +111,7 @@ class Front:
         self._initialized = False  # the client's notifications/initialized went to the SDK
         self._served_tools: Any = None  # the tool list answered early
         self._check: dict[str, Any] | None = None  # the SDK's own tools/list, to send when due
+        self._acknowledged: set[Any] = set()  # listen ids acknowledged early: drop the SDK's ack
         self._pending = ""
 
     # -- the wire side
@@ -144,9 +154,16 @@ class Front:
         if self._era == "modern":
             version = _envelope(message)
             answers = self.snapshot.get("modern", {}).get(version or "", {})
-            if method not in answers or not isinstance(params["_meta"].get(ENVELOPE_CAPABILITIES), dict):
+            if not answers or not isinstance(params["_meta"].get(ENVELOPE_CAPABILITIES), dict):
                 return False  # not recorded, or an envelope the SDK would refuse: let it say why
+            if method == "subscriptions/listen":
+                self._acknowledge(message, params.get("notifications"))
+                return False  # the SDK serves the stream (it is the request's open response)
+            if method not in answers:
+                return False
             self._reply(message, answers[method])
+            if first:  # the SDK too must see a 2026-07-28 request first, or it would take a handshake
+                self._to_sdk({**message, "id": PRIVATE + "era"})
             if method == "tools/list":
                 self._expect_tools(answers[method], {**message, "id": PRIVATE + "tools"})
             return True
@@ -166,6 +183,17 @@ class Front:
             self._expect_tools(tools, {"jsonrpc": "2.0", "id": PRIVATE + "tools", "method": "tools/list"})
             return True
         return False
+
+    def _acknowledge(self, request: dict[str, Any], requested: Any) -> None:
+        """Acknowledge a listen request as the SDK's `ListenHandler` would: every kind requested is
+        honored, and the acknowledgement names the request's id. A filter the SDK might read
+        otherwise (an unknown key, a value not strictly a flag or a list of URIs) is left to it."""
+        honored = _honored(requested)
+        if honored is None or request["id"] in self._acknowledged:
+            return
+        self._acknowledged.add(request["id"])  # before the request reaches the SDK, which acks too
+        params = {"_meta": {SUBSCRIPTION_ID: request["id"]}, "notifications": honored}
+        self._send({"jsonrpc": "2.0", "method": LISTEN_ACK, "params": params})
 
     def _expect_tools(self, served: Any, check: dict[str, Any]) -> None:
         """Remember the tool list answered early; the SDK is asked for its own once it may answer."""
@@ -202,8 +230,11 @@ class Front:
         self._pending += text
         while "\n" in self._pending:
             line, self._pending = self._pending.split("\n", 1)
-            if PRIVATE not in line or not self._private_reply(line):
-                self._write_line(line)
+            if PRIVATE in line and self._private_reply(line):
+                continue
+            if self._acknowledged and LISTEN_ACK in line and self._second_ack(line):
+                continue
+            self._write_line(line)
         return len(text)
 
     def flush(self) -> None:
@@ -228,6 +259,34 @@ class Front:
             if self._era == "handshake":  # a 2026-07-28 client hears of changes only by subscription
                 self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         return True
+
+    def _second_ack(self, line: str) -> bool:
+        """Swallow the SDK's acknowledgement of a listen request this module acknowledged."""
+        try:
+            message = json.loads(line)
+            ident = message["params"]["_meta"][SUBSCRIPTION_ID]
+        except (ValueError, TypeError, KeyError):
+            return False
+        if message.get("method") != LISTEN_ACK or ident not in self._acknowledged:
+            return False
+        self._acknowledged.discard(ident)
+        return True
+
+
+def _honored(requested: Any) -> dict[str, Any] | None:
+    """The acknowledged filter for a requested one (the SDK's `_honored_subset`: true flags kept,
+    others dropped, URIs kept if any), or None for a filter it might read otherwise."""
+    if not isinstance(requested, dict) or not requested.keys() <= {*LISTEN_FLAGS, "resourceSubscriptions"}:
+        return None
+    if not all(requested.get(flag) in (True, False, None) for flag in LISTEN_FLAGS):
+        return None
+    uris = requested.get("resourceSubscriptions")
+    if uris is not None and not (isinstance(uris, list) and all(isinstance(u, str) for u in uris)):
+        return None
+    honored: dict[str, Any] = {flag: True for flag in LISTEN_FLAGS if requested.get(flag) is True}
+    if uris:
+        honored["resourceSubscriptions"] = list(uris)
+    return honored
 
 
 def _envelope(message: dict[str, Any]) -> str | None:

@@ -335,7 +335,7 @@ class _Script:
 def handshake_snapshot() -> dict[str, Any]:
     """The SDK's own answers to what `mcp_front` answers before the SDK has loaded: `initialize`
     at each handshake-era protocol version and the `tools/list` after it, and for each 2026-07-28
-    era version `server/discover` and `tools/list`."""
+    era version `server/discover` and the prompt, resource and tool lists."""
     import tempfile
 
     from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
@@ -372,7 +372,7 @@ def handshake_snapshot() -> dict[str, Any]:
                     "io.modelcontextprotocol/clientInfo": client,
                 }
             }
-            methods = ("server/discover", "tools/list")
+            methods = ("server/discover", "prompts/list", "resources/list", "tools/list")
             got = answers(
                 [{"jsonrpc": "2.0", "id": n, "method": m, "params": envelope} for n, m in enumerate(methods)]
             )

@@ -61,6 +61,8 @@ def test_every_other_benchmark_yields_well_formed_rows_with_its_targets() -> Non
     assert statements and int(statements.group(1)) >= 10, sql.what
     assert 0 < sql.value < whole.value and sql.n == whole.n
     assert all(r.unit == "tokens" and r.value > 0 for r in rows if r.id == "P4")
+    modern = next(r for r in rows if "2026-07-28 start answered" in r.what)
+    assert modern.n == TINY.repeats and modern.value > 0
     shown = [r for r in rows if r.id == "P3"]
     assert len(shown) == 2 and all(r.details["events"] >= 400 for r in shown)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import select
 import subprocess
 import sys
 import threading
@@ -182,6 +184,166 @@ def test_the_2026_era_discovery_and_tool_list_are_answered_early_as_the_sdk_woul
     stderr = wire.close()
     assert not [m for m in wire.seen if str(m.get("id", "")).startswith(mcp_front.PRIVATE)]
     assert "differs" not in stderr, stderr
+
+
+LISTEN = "listen:0"
+LISTEN_ACK = "notifications/subscriptions/acknowledged"  # the protocol's names, not the module's
+SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+
+
+def listen(ident: Any = LISTEN, **flags: Any) -> dict[str, Any]:
+    """A `subscriptions/listen` as Claude Code 2.1.330 opens it (or with other `flags`)."""
+    wanted = flags or {"toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
+    return enveloped(ident, "subscriptions/listen", notifications=wanted)
+
+
+def is_ack(message: dict[str, Any], ident: Any = LISTEN) -> bool:
+    return message.get("method") == LISTEN_ACK and message["params"]["_meta"] == {SUBSCRIPTION_ID: ident}
+
+
+class Listening:
+    """The SDK in process with a listen stream open: every line it writes, until each other request
+    has its reply and the stream is acknowledged (input then ends, which ends the stream)."""
+
+    def __init__(self, lines: list[dict[str, Any]], listen_ids: set[Any]) -> None:
+        self.inbox: queue.Queue[str] = queue.Queue()
+        for line in lines:
+            self.inbox.put(json.dumps(line) + "\n")
+        self.waiting = {m["id"] for m in lines if "id" in m} - listen_ids | {("ack", i) for i in listen_ids}
+        self.out: list[dict[str, Any]] = []
+
+    def readline(self) -> str:
+        return mcp_front.next_line(self.inbox)
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            message = json.loads(line)
+            self.out.append(message)
+            if message.get("method") == LISTEN_ACK:
+                self.waiting.discard(("ack", message["params"]["_meta"][SUBSCRIPTION_ID]))
+            self.waiting.discard(message.get("id"))
+            if not self.waiting:
+                self.inbox.put("")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def sdk_output(tmp_path: Path, lines: list[dict[str, Any]], listen_ids: set[Any]) -> list[dict[str, Any]]:
+    script = Listening(lines, listen_ids)
+    run_on(build(Service(tmp_path / "sdk" / ".petri")), script, script)
+    return script.out
+
+
+class Lines:
+    """JSON lines from a pipe, each awaited at most `timeout` seconds (a missing answer fails the
+    test rather than hanging it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer = fd, b""
+
+    def next(self, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no line within {timeout} s (got so far: {self.buffer[:200]!r})"
+            chunk = os.read(self.fd, 65536)
+            assert chunk, "the pipe closed"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return dict(json.loads(line))
+
+    def rest(self) -> list[dict[str, Any]]:
+        """Every line still to come, up to the end of the pipe."""
+        while chunk := os.read(self.fd, 65536):
+            self.buffer += chunk
+        return [json.loads(line) for line in self.buffer.splitlines()]
+
+
+def test_a_2026_era_start_is_answered_whole_before_the_sdk_loads_as_the_sdk_would(
+    dish: Path, tmp_path: Path
+) -> None:
+    """Claude Code's start: a discovery probe, a listen stream (it waits for the acknowledgement),
+    then discovery and the three lists at once. The front answers all of it with no SDK running,
+    each answer equal to the SDK's; the SDK then serves the stream and the calls, and its own
+    acknowledgement of the stream never reaches the wire."""
+    opening = [
+        enveloped("probe", "server/discover"),
+        listen(),
+        enveloped(0, "server/discover"),
+        enveloped(1, "prompts/list"),
+        enveloped(2, "resources/list"),
+        enveloped(3, "tools/list"),
+    ]
+    expected = sdk_output(tmp_path, opening, {LISTEN})
+    wire_in_r, wire_in_w = os.pipe()
+    wire_out_r, wire_out_w = os.pipe()
+    front = Front(load_snapshot(), os.fdopen(wire_in_r, "rb"), os.fdopen(wire_out_w, "wb"))
+    if front.snapshot is None:
+        pytest.skip("the installed SDK is not the recorded one: the fast path is off here")
+    threading.Thread(target=front.pump, daemon=True).start()
+    to_server = os.fdopen(wire_in_w, "wb")
+    to_server.write("".join(json.dumps(m) + "\n" for m in opening).encode())
+    to_server.flush()
+    replies = Lines(wire_out_r)
+    early = [replies.next() for _ in opening]  # no SDK is running yet
+    assert not front.sdk_ready.is_set()
+    assert [m.get("id") for m in early] == ["probe", None, 0, 1, 2, 3]
+    assert early[1] == next(m for m in expected if is_ack(m))
+    for message in early[2:] + early[:1]:
+        assert message == next(m for m in expected if m.get("id") == message["id"])
+
+    server = threading.Thread(target=run_on, args=(build(Service(dish)), front, front), daemon=True)
+    server.start()
+    to_server.write(
+        (json.dumps(enveloped(4, "tools/call", name="petri_status", arguments={})) + "\n").encode()
+    )
+    to_server.flush()
+    later = [replies.next()]
+    while later[-1].get("id") != 4:
+        later.append(replies.next())
+    assert not later[-1]["result"].get("isError"), later[-1]
+    to_server.close()
+    server.join(30)
+    front.wire_out.close()  # the SDK has stopped: read the rest of what reached the wire
+    later += replies.rest()
+    assert LISTEN not in front._acknowledged  # the SDK acknowledged the stream too …
+    assert not [m for m in later if is_ack(m)]  # … and that went nowhere
+    assert not [m for m in later if str(m.get("id", "")).startswith(mcp_front.PRIVATE)]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"toolsListChanged": True},
+        {"toolsListChanged": False, "promptsListChanged": True},
+        {"resourceSubscriptions": ["petri://runs"], "resourcesListChanged": None},
+        {},
+    ],
+)
+def test_a_listen_filter_is_acknowledged_as_the_sdk_acknowledges_it(tmp_path: Path, flags: Any) -> None:
+    request = enveloped(LISTEN, "subscriptions/listen", notifications=flags)
+    sdk_ack = next(m for m in sdk_output(tmp_path, [request], {LISTEN}) if is_ack(m))
+    assert sdk_ack["params"]["notifications"] == mcp_front._honored(flags)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{"toolsListChanged": "yes"}, {"somethingElse": True}, {"resourceSubscriptions": "petri://x"}, []],
+)
+def test_a_listen_filter_the_front_does_not_know_is_left_to_the_sdk(flags: Any) -> None:
+    assert mcp_front._honored(flags) is None
+
+
+def test_a_listen_over_a_real_process_is_acknowledged_once(dish: Path, tmp_path: Path) -> None:
+    wire = Wire(dish)
+    wire.send(enveloped("probe", "server/discover"), listen(), enveloped(3, "tools/list"))
+    assert wire.reply(3)["result"]["tools"]
+    wire.send(enveloped(4, "tools/call", name="petri_status", arguments={}))
+    assert not wire.reply(4)["result"].get("isError")
+    wire.close()
+    assert len([m for m in wire.seen if is_ack(m)]) == 1
 
 
 def test_an_initialize_after_a_2026_era_request_is_left_to_the_sdk(dish: Path, tmp_path: Path) -> None:
