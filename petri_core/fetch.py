@@ -1,8 +1,9 @@
 """Fetching pages safely: http(s) only, no private addresses, every redirect hop re-checked, and
 every connection opened to the address that was checked (no DNS rebinding).
 
-`fetch_url` returns the extracted main text and metadata (trafilatura) of one page; the service
-stores it as an immutable snapshot. Every refusal is a `Rejected` that says why and what to do.
+`fetch_url` returns the extracted main text and metadata of one page (trafilatura) or PDF (pypdf:
+its text layer); the service stores it as an immutable snapshot. Every refusal is a `Rejected` that
+says why and what to do.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from urllib.parse import urljoin, urlsplit
 from .errors import Rejected
 
 Resolver = Callable[[str, int], list[str]]
-TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+PDF = "application/pdf"
+TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain", PDF)
+MAX_PDF_PAGES = 500  # a paper or a report; the text of pages after these is not kept
 PRIVATE_FIX = (
     "fetch a public http(s) URL, or set PETRI_FETCH_ALLOW_PRIVATE=1 (or the dish config) for local testing"
 )
@@ -42,6 +45,7 @@ class FetchPolicy:
 
     allow_private: bool = False
     max_bytes: int = 5_000_000
+    max_pdf_bytes: int = 25_000_000  # a paper's PDF carries its figures
     timeout: float = 15.0
     max_redirects: int = 5
     user_agent: str = "petri/0.1 (+research agent fetcher)"
@@ -182,7 +186,63 @@ def page_text(text: str, page: int, page_chars: int = 6000) -> tuple[str, int]:
     return chunks[page - 1], len(chunks)
 
 
+def _pdf(body: bytes, url: str) -> dict[str, Any]:
+    """The text layer of a PDF (pypdf), page by page, with its title, author and creation date.
+
+    The file is untrusted: pypdf bounds what it decompresses, only the first MAX_PDF_PAGES pages are
+    read, and any failure to parse is a rejection naming the URL."""
+    import io
+
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(body))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise Rejected(
+                f"{url} is an encrypted PDF", "cite another source (its abstract page or an HTML version)"
+            )
+        pages = [page.extract_text() or "" for page in reader.pages[:MAX_PDF_PAGES]]
+        info = reader.metadata
+    except Rejected:
+        raise
+    except Exception as exc:  # pypdf raises many kinds of errors on malformed input; all mean the same here
+        raise Rejected(
+            f"cannot read the PDF at {url} ({type(exc).__name__}: {str(exc)[:200]})",
+            "cite another source (its abstract page or an HTML version)",
+        ) from None
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        raise Rejected(
+            f"{url} is a PDF without a text layer (a scan?), so nothing in it can be quoted",
+            "cite a source whose text can be read (an HTML version, or a page quoting it)",
+        )
+    return {"text": text, **_pdf_metadata(info)}
+
+
+def _pdf_metadata(info: Any) -> dict[str, Any]:
+    """Title, author and creation date (`YYYY-MM-DD`) from a PDF's document information, where sane."""
+    found: dict[str, Any] = {"title": None, "author": None, "date": None}
+    if info is None:
+        return found
+    for key, attribute in (("title", "title"), ("author", "author")):
+        try:
+            value = getattr(info, attribute)
+        except Exception:  # a malformed entry: leave it out
+            continue
+        if isinstance(value, str) and value.strip():
+            found[key] = " ".join(value.split())[:300]
+    try:
+        created = info.creation_date
+    except Exception:  # pypdf parses /CreationDate on access, and a malformed one raises
+        created = None
+    if created is not None:
+        found["date"] = created.date().isoformat()
+    return found
+
+
 def _extract(body: bytes, content_type: str, charset: str | None, url: str) -> dict[str, Any]:
+    if content_type == PDF:
+        return _pdf(body, url)
     if content_type == "text/plain":
         text = body.decode(charset or "utf-8", errors="replace")
         return {"text": text, "title": None, "author": None, "date": None}
@@ -245,7 +305,8 @@ def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPa
                     content_type = content_type.strip().lower() or "text/html"
                     if content_type not in TEXT_TYPES:
                         raise Rejected(
-                            f"{current} is {content_type}, not a web page", "fetch an HTML or plain-text page"
+                            f"{current} is {content_type}, not a web page or a PDF",
+                            "fetch an HTML, plain-text or PDF document",
                         )
                     charset = next(
                         (
@@ -255,12 +316,13 @@ def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPa
                         ),
                         None,
                     )
+                    limit = policy.max_pdf_bytes if content_type == PDF else policy.max_bytes
                     body = bytearray()
                     for chunk in response.iter_bytes():
                         body += chunk
-                        if len(body) > policy.max_bytes:
+                        if len(body) > limit:
                             raise Rejected(
-                                f"{current} is larger than {policy.max_bytes:,} bytes",
+                                f"{current} is larger than {limit:,} bytes",
                                 "cite a smaller page (a summary or a specific section)",
                             )
                     status = response.status_code

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import Clock, passing
+from helpers import ARTICLE, Clock, Driver, passing
+from pdfs import make_pdf
 from webserver import serve
 
 from petri_core.errors import Rejected
@@ -39,6 +40,7 @@ def routes() -> dict[str, tuple[int, dict[str, str], bytes, float]]:
         "/huge": (200, HTML, b"<html><body><p>" + b"x" * 300_000 + b"</p></body></html>", 0.0),
         "/slow": (200, HTML, page, 3.0),
         "/pdf": (200, {"Content-Type": "application/pdf"}, b"%PDF-1.4", 0.0),
+        "/image": (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n", 0.0),
         "/gone": (404, HTML, b"gone", 0.0),
         "/broken": (500, HTML, b"oops", 0.0),
         "/hop1": (302, {"Location": "/hop2"}, b"", 0.0),
@@ -80,7 +82,8 @@ def test_redirects_are_followed_and_capped() -> None:
     [
         ("/huge", "larger than 200,000 bytes"),
         ("/slow", "did not answer within 2 s"),
-        ("/pdf", "is application/pdf, not a web page"),
+        ("/pdf", r"cannot read the PDF at .*/pdf \("),
+        ("/image", "is image/png, not a web page or a PDF"),
         ("/gone", "answered HTTP 404"),
         ("/broken", "answered HTTP 500"),
     ],
@@ -177,3 +180,79 @@ def test_feed_reopens_a_validated_cell_with_the_evidence_in_its_packet(tmp_path:
     assert packet["cell"]["iteration"] == 2
     assert len(svc.log(types=["verdict_recorded"])) == before  # old verdicts stay in the log
     assert json.loads(json.dumps(svc.status()))["needs_human"]
+
+
+def article_pdf() -> bytes:
+    """ARTICLE typeset as a two-page PDF: its sentences broken across lines, as a PDF's are."""
+    words = ARTICLE.replace("\n\n", " ").split()
+    lines = [" ".join(words[i : i + 9]) for i in range(0, len(words), 9)]
+    info = {
+        "Title": "Open  models\ttrail the frontier",
+        "Author": "A. Author",
+        "CreationDate": "D:20260901093000Z",
+    }
+    return make_pdf([lines[:4], lines[4:]], info)
+
+
+PDF = {"Content-Type": "application/pdf"}
+
+
+def test_a_pdf_is_fetched_as_its_text_layer_with_its_metadata() -> None:
+    with serve({"/paper.pdf": (200, PDF, article_pdf(), 0.0)}) as base:
+        page = fetch_url(f"{base}/paper.pdf", LOCAL)
+    assert page.content_type == "application/pdf"
+    assert page.title == "Open models trail the frontier" and page.author == "A. Author"
+    assert page.published == "2026-09-01"
+    assert page.text.split() == ARTICLE.split()  # every word, in order, both pages
+
+
+def test_a_run_cites_a_pdf_and_every_quote_is_verified_across_its_line_breaks(tmp_path: Path) -> None:
+    svc = Service(tmp_path / ".petri", clock=Clock(), fetch_policy=LOCAL)
+    with serve({"/paper.pdf": (200, PDF, article_pdf(), 0.0)}) as base:
+        fetched = svc.fetch(f"{base}/paper.pdf")
+    assert fetched.untrusted and fetched.title == "Open models trail the frontier"
+    run = svc.start("Open-weight models trail the frontier by about six months", preset="quick", max_depth=0)
+    ok = passing(fetched.source_id)
+    Driver(svc, lambda task, claim: ok[task.role]).drain(run.run_id)
+    cell = svc.status(run.run_id)["runs"][0]
+    assert cell["state"] == "complete", cell
+    conn = svc.open().conn
+    text = conn.execute("SELECT text FROM sources WHERE source_id = ?", (fetched.source_id,)).fetchone()[0]
+    spans = conn.execute(
+        "SELECT match_start, match_end FROM citations WHERE source_id = ?", (fetched.source_id,)
+    ).fetchall()
+    assert len(spans) >= 2
+    assert any("\n" in text[start:end] for start, end in spans)  # a quote ran over a line break
+    report = svc.verify()
+    assert report.ok and report.citations >= 2, report.problems
+
+
+def test_an_encrypted_a_scanned_a_broken_and_an_oversized_pdf_are_refused_with_reasons() -> None:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(article_pdf())))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")
+    locked = io.BytesIO()
+    writer.write(locked)
+    routes = {
+        "/locked.pdf": (200, PDF, locked.getvalue(), 0.0),
+        "/scan.pdf": (200, PDF, make_pdf([[]]), 0.0),
+        "/broken.pdf": (200, PDF, article_pdf()[:300], 0.0),
+        "/big.pdf": (200, PDF, article_pdf() + b"%" * 10_000, 0.0),
+        "/bomb.pdf": (200, PDF, make_pdf([["x"]], deflate=b"BT " * 40_000_000), 0.0),  # 120 MB inflated
+    }
+    small = FetchPolicy(allow_private=True, timeout=2.0, max_pdf_bytes=5_000)
+    with serve(routes) as base:
+        with pytest.raises(Rejected, match="is an encrypted PDF; cite another source"):
+            fetch_url(f"{base}/locked.pdf", LOCAL)
+        with pytest.raises(Rejected, match="is a PDF without a text layer"):
+            fetch_url(f"{base}/scan.pdf", LOCAL)
+        with pytest.raises(Rejected, match=r"cannot read the PDF at .*/broken\.pdf"):
+            fetch_url(f"{base}/broken.pdf", LOCAL)
+        with pytest.raises(Rejected, match=r"cannot read the PDF at .*/bomb\.pdf \(LimitReachedError"):
+            fetch_url(f"{base}/bomb.pdf", LOCAL)
+        with pytest.raises(Rejected, match="larger than 5,000 bytes"):
+            fetch_url(f"{base}/big.pdf", small)
+        assert fetch_url(f"{base}/big.pdf", LOCAL).text.split() == ARTICLE.split()  # within 25 MB
