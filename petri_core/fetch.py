@@ -158,7 +158,8 @@ def pinned_transport(policy: FetchPolicy) -> Any:
             raise failure
 
     transport = httpx2.HTTPTransport()
-    # httpx2's transport takes no network backend; its pool does (httpcore2's public API).
+    # httpx2's transport takes no network backend, but its pool does: replace the (private) pool.
+    # tests/test_ssrf.py fails, rather than fetching unpinned, should a new httpx2 move it.
     transport._pool = httpcore2.ConnectionPool(
         ssl_context=httpx2.create_ssl_context(), network_backend=PinnedBackend()
     )
@@ -224,9 +225,9 @@ def _pdf_metadata(info: Any) -> dict[str, Any]:
     found: dict[str, Any] = {"title": None, "author": None, "date": None}
     if info is None:
         return found
-    for key, attribute in (("title", "title"), ("author", "author")):
+    for key in ("title", "author"):
         try:
-            value = getattr(info, attribute)
+            value = getattr(info, key)
         except Exception:  # a malformed entry: leave it out
             continue
         if isinstance(value, str) and value.strip():

@@ -278,8 +278,8 @@ def _honored(requested: Any) -> dict[str, Any] | None:
     others dropped, URIs kept if any), or None for a filter it might read otherwise."""
     if not isinstance(requested, dict) or not requested.keys() <= {*LISTEN_FLAGS, "resourceSubscriptions"}:
         return None
-    if not all(requested.get(flag) in (True, False, None) for flag in LISTEN_FLAGS):
-        return None
+    if not all(isinstance(requested.get(flag), bool | None) for flag in LISTEN_FLAGS):
+        return None  # (1 == True, so a membership test would pass 1, which the SDK reads as True)
     uris = requested.get("resourceSubscriptions")
     if uris is not None and not (isinstance(uris, list) and all(isinstance(u, str) for u in uris)):
         return None

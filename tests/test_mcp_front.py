@@ -330,7 +330,13 @@ def test_a_listen_filter_is_acknowledged_as_the_sdk_acknowledges_it(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "flags",
-    [{"toolsListChanged": "yes"}, {"somethingElse": True}, {"resourceSubscriptions": "petri://x"}, []],
+    [
+        {"toolsListChanged": "yes"},
+        {"toolsListChanged": 1},
+        {"somethingElse": True},
+        {"resourceSubscriptions": "petri://x"},
+        [],
+    ],
 )
 def test_a_listen_filter_the_front_does_not_know_is_left_to_the_sdk(flags: Any) -> None:
     assert mcp_front._honored(flags) is None
