@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from pdfs import make_pdf
 from webserver import serve
 
 from petri_core.cli import main
@@ -148,6 +149,37 @@ def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(tmp_p
     html = svc.report(run.run_id, "html")
     assert "<script>" not in html and "<img src=x" not in html and "&lt;script&gt;" in html
     assert "onerror=alert" not in html.replace("&lt;img src=x onerror=alert(1)&gt;", "")
+
+
+def test_a_hostile_pdf_is_stored_as_extracted_and_shown_safely(tmp_path: Path) -> None:
+    """A PDF is page text like any other: its title and text carry escapes, markup and an injection,
+    and the CLI shows them inert (the terminal gets no escape sequence). The page text is in a
+    one-byte font encoding, which turns control bytes into glyphs; the title is UTF-16, which
+    carries real escape characters through to Petri."""
+
+    def utf16(text: str) -> str:  # a PDF text string as UTF-16BE with its byte order mark
+        return ("\ufeff" + text).encode("utf-16-be").decode("latin-1")
+
+    pdf = make_pdf(
+        [[f"{SENTENCE} {ESCAPES} according to the annual report.", INJECTION, SCRIPT]],
+        {"Title": utf16(f"Report {ESCAPES}{SCRIPT}"), "Author": utf16(f"A. Author {ESCAPES}")},
+    )
+    dish = tmp_path / ".petri"
+    with serve({"/paper.pdf": (200, {"Content-Type": "application/pdf"}, pdf, 0.0)}) as base:
+        os.environ["PETRI_FETCH_ALLOW_PRIVATE"] = "1"
+        try:
+            out = petri(dish, "fetch", f"{base}/paper.pdf").output
+        finally:
+            del os.environ["PETRI_FETCH_ALLOW_PRIVATE"]
+    assert_terminal_safe(out)
+    assert INJECTION in out and "<script>" in out  # shown as inert text, not dropped
+    svc = Service(dish)
+    st = svc.open()
+    ((source_id,),) = st.conn.execute("SELECT source_id FROM sources").fetchall()
+    source = st.source(source_id)
+    assert source.content_type == "application/pdf" and INJECTION in source.text
+    assert source.title is not None and "\x1b" in source.title  # stored as extracted, escapes and all
+    assert SENTENCE in source.text and svc.verify().ok
 
 
 def test_oversize_inputs_are_refused_with_the_cap_in_the_message(tmp_path: Path) -> None:
