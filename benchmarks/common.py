@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,30 @@ class Sizes:
         if quick:
             return cls(True, 2, 4, 1, 8, (400, 800), (10,))
         return cls(False, 7, 100, 12, 8, (10_000, 100_000, 1_000_000), (10, 1000))
+
+
+class TimedConnection:
+    """A connection that adds up the seconds its `execute` calls take, by `step(sql, args)` (one
+    sum unless given), and counts them; anything else is the connection's own (a store can hold it
+    as its `conn`). A statement's time is its first step, where the statements timed here do their
+    work (bulk inserts, or reads of a few rows)."""
+
+    def __init__(self, conn: sqlite3.Connection, step: Callable[[str, Any], str] = lambda sql, args: "all"):
+        self.conn = conn
+        self.step = step
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.statements = 0
+
+    def execute(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        start = time.perf_counter()
+        try:
+            return self.conn.execute(sql, args)
+        finally:
+            self.seconds[self.step(sql, args)] += time.perf_counter() - start
+            self.statements += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
 
 
 def timed(fn: Callable[[], object]) -> float:

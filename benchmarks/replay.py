@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
-from collections import defaultdict
 from typing import Any, cast
 
 from petri_core.service import check_quotes
 from petri_core.store import Store, create_indexes, replay_into
 
-from .common import Row, Sizes, run_petri, spread, timed
+from .common import Row, Sizes, TimedConnection, run_petri, spread, timed
 from .dishes import cached
 
 REPLAY_MIN = 100_000  # events/s
@@ -39,36 +37,22 @@ def verify_parts(st: Store) -> dict[str, float]:
     return {k: round(v, 6) for k, v in parts.items()}
 
 
-class TimedConnection:
-    """A connection that adds up the seconds of its statements by what they do in a replay."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def execute(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
-        start = time.perf_counter()
-        try:
-            return self.conn.execute(sql, args)
-        finally:
-            self.seconds[self.step(sql, args)] += time.perf_counter() - start
-
-    @staticmethod
-    def step(sql: str, args: Any) -> str:
-        if sql.startswith("INSERT INTO temp.kinds"):
-            return "index the log by type, find NUL payloads"
-        if sql.startswith("INSERT INTO temp.feed"):
-            return "feed the other types in log order (triggers)"
-        insert = re.match(r"INSERT INTO (\w+) SELECT", sql)
-        if insert and args:
-            return f"bulk `{args[0]}` → {insert.group(1)}"
-        return "the rest (tables, triggers, NUL events)"
+def replay_step(sql: str, args: Any) -> str:
+    """What a statement of `Store.replay` does, for the "… replay step" rows."""
+    if sql.startswith("INSERT INTO temp.kinds"):
+        return "index the log by type, find NUL payloads"
+    if sql.startswith("INSERT INTO temp.feed"):
+        return "feed the other types in log order (triggers)"
+    insert = re.match(r"INSERT INTO (\w+) SELECT", sql)
+    if insert and args:
+        return f"bulk `{args[0]}` → {insert.group(1)}"
+    return "the rest (tables, triggers, NUL events)"
 
 
 def replay_steps(st: Store) -> dict[str, float]:
     """Where one replay's time goes (the statements of `Store.replay`, timed one by one)."""
     conn = st._scratch()
-    timed_conn = TimedConnection(conn)
+    timed_conn = TimedConnection(conn, replay_step)
     try:
         conn.execute("BEGIN")
         replay_into(cast(sqlite3.Connection, timed_conn))

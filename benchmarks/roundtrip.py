@@ -28,7 +28,7 @@ from mcp import Client, StdioServerParameters
 from petri_core.service import Service
 from petri_core.store import Store
 
-from .common import Row, Sizes, spread, timed
+from .common import Row, Sizes, TimedConnection, spread, timed
 from .dishes import QUOTES, add_source, decomposed_run
 
 CHILDREN = 12
@@ -157,41 +157,20 @@ def bare_commits(folder: Path, n: int, warmup: int, *, reconnect: bool) -> list[
     return out[warmup:]
 
 
-class SqlClock:
-    """A connection that adds up the seconds its `execute` calls take (the work inside SQLite, for
-    the statements a submit runs: each returns at most a few rows, read in the first step)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.seconds = 0.0
-        self.statements = 0
-
-    def execute(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
-        start = time.perf_counter()
-        try:
-            return self.conn.execute(sql, args)
-        finally:
-            self.seconds += time.perf_counter() - start
-            self.statements += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.conn, name)
-
-
 def in_process(
     svc: Service, source_id: str, tasks: list[tuple[str, str]], warmup: int
 ) -> tuple[list[float], list[float], list[int]]:
     """Seconds per in-process submit; of each, the seconds inside SQLite; and its statement count."""
     result = verdict(source_id)
     with svc._store() as st:  # the store this thread's calls use, kept open between them
-        clock = SqlClock(st.conn)
+        clock = TimedConnection(st.conn)
         st.conn = clock  # type: ignore[assignment]
     walls, sql, counts = [], [], []
     try:
         for task_id, lease in tasks:
-            before, count = clock.seconds, clock.statements
+            before, count = clock.seconds["all"], clock.statements
             walls.append(timed(lambda t=task_id, le=lease: svc.submit(t, le, result)))  # type: ignore[misc]
-            sql.append(clock.seconds - before)
+            sql.append(clock.seconds["all"] - before)
             counts.append(clock.statements - count)
     finally:
         st.conn = clock.conn
