@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import select
 import subprocess
 import sys
@@ -201,19 +200,14 @@ def is_ack(message: dict[str, Any], ident: Any = LISTEN) -> bool:
     return message.get("method") == LISTEN_ACK and message["params"]["_meta"] == {SUBSCRIPTION_ID: ident}
 
 
-class Listening:
-    """The SDK in process with a listen stream open: every line it writes, until each other request
-    has its reply and the stream is acknowledged (input then ends, which ends the stream)."""
+class Listening(_Script):
+    """`_Script` with a listen stream open: it also keeps every line the SDK writes, in order, and
+    ends input only once each listen request is acknowledged (its stream then ends with the input)."""
 
     def __init__(self, lines: list[dict[str, Any]], listen_ids: set[Any]) -> None:
-        self.inbox: queue.Queue[str] = queue.Queue()
-        for line in lines:
-            self.inbox.put(json.dumps(line) + "\n")
-        self.waiting = {m["id"] for m in lines if "id" in m} - listen_ids | {("ack", i) for i in listen_ids}
+        super().__init__(lines)
+        self.waiting = self.waiting - listen_ids | {("ack", i) for i in listen_ids}
         self.out: list[dict[str, Any]] = []
-
-    def readline(self) -> str:
-        return mcp_front.next_line(self.inbox)
 
     def write(self, text: str) -> int:
         for line in text.splitlines():
@@ -221,13 +215,7 @@ class Listening:
             self.out.append(message)
             if message.get("method") == LISTEN_ACK:
                 self.waiting.discard(("ack", message["params"]["_meta"][SUBSCRIPTION_ID]))
-            self.waiting.discard(message.get("id"))
-            if not self.waiting:
-                self.inbox.put("")
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+        return super().write(text)
 
 
 def sdk_output(tmp_path: Path, lines: list[dict[str, Any]], listen_ids: set[Any]) -> list[dict[str, Any]]:
