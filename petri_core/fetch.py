@@ -1,5 +1,6 @@
 """Fetching pages safely: http(s) only, no private addresses, every redirect hop re-checked, and
-every connection opened to the address that was checked (no DNS rebinding).
+every connection opened to the address that was checked (no DNS rebinding). A proxy is used only
+when configured for Petri (`PETRI_FETCH_PROXY`), never because the environment names one.
 
 `fetch_url` returns the extracted main text and metadata of one page (trafilatura) or PDF (pypdf:
 its text layer); the service stores it as an immutable snapshot. Every refusal is a `Rejected` that
@@ -28,6 +29,25 @@ MAX_PDF_PAGES = 500  # a paper or a report; the text of pages after these is not
 PRIVATE_FIX = (
     "fetch a public http(s) URL, or set PETRI_FETCH_ALLOW_PRIVATE=1 (or the dish config) for local testing"
 )
+#: The variables through which other clients pick up a proxy; Petri's fetcher ignores them.
+ENV_PROXIES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+
+
+class Unresolved(Rejected):
+    """A host name that does not resolve (from here)."""
+
+
+def env_proxy_note(policy: FetchPolicy) -> str:
+    """A note for a failure to reach a host, when the environment names a proxy Petri does not use."""
+    if policy.proxy is not None:
+        return ""
+    named = [name for upper in ENV_PROXIES for name in (upper, upper.lower()) if os.environ.get(name)]
+    if not named:
+        return ""
+    return (
+        f" ({named[0]} is set, but Petri does not fetch through a proxy from the environment:"
+        " set PETRI_FETCH_PROXY to its URL to fetch through it)"
+    )
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -35,7 +55,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise Rejected(f"cannot resolve host {host!r}: {exc.strerror}", "check the URL") from None
+        raise Unresolved(f"cannot resolve host {host!r}: {exc.strerror}", "check the URL") from None
     return sorted({str(info[4][0]) for info in infos})
 
 
@@ -51,11 +71,17 @@ class FetchPolicy:
     user_agent: str = "petri/0.1 (+research agent fetcher)"
     resolver: Resolver | None = None
     trusted_hosts: frozenset[str] = field(default_factory=frozenset)
+    #: An http(s) proxy to fetch through (its own address is the operator's choice, so it is not
+    #: checked). None: connect directly, whatever HTTPS_PROXY and the like say.
+    proxy: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FetchPolicy:
         env = os.environ if environ is None else environ
-        return cls(allow_private=env.get("PETRI_FETCH_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes"))
+        return cls(
+            allow_private=env.get("PETRI_FETCH_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes"),
+            proxy=env.get("PETRI_FETCH_PROXY", "").strip() or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +111,10 @@ def address_allowed(address: str) -> bool:
 
 
 def check_url(url: str, policy: FetchPolicy) -> None:
-    """Refuse a URL whose scheme or resolved addresses are not allowed (raises Rejected)."""
+    """Refuse a URL whose scheme or resolved addresses are not allowed (raises Rejected).
+
+    Through a proxy the proxy resolves the name, so a name this machine cannot resolve is left to
+    the proxy; an IP address, or a name that does resolve here, is still checked."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -100,7 +129,11 @@ def check_url(url: str, policy: FetchPolicy) -> None:
         return
     if host == "localhost" or host.endswith(".localhost"):
         raise Rejected(f"cannot fetch {url}: {host} is a loopback name", PRIVATE_FIX)
-    resolve(host, port, policy, url)
+    try:
+        resolve(host, port, policy, url)
+    except Unresolved:
+        if policy.proxy is None:
+            raise
 
 
 def resolve(host: str, port: int, policy: FetchPolicy, url: str) -> list[str]:
@@ -109,9 +142,12 @@ def resolve(host: str, port: int, policy: FetchPolicy, url: str) -> list[str]:
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
-        addresses = (policy.resolver or system_resolver)(host, port)
+        try:
+            addresses = (policy.resolver or system_resolver)(host, port)
+        except Unresolved as exc:
+            raise Unresolved(exc.problem + env_proxy_note(policy), exc.fix) from None
     if not addresses:
-        raise Rejected(f"cannot resolve host {host!r}", "check the URL")
+        raise Unresolved(f"cannot resolve host {host!r}{env_proxy_note(policy)}", "check the URL")
     if policy.allow_private or host in policy.trusted_hosts:
         return addresses
     for address in addresses:
@@ -133,8 +169,9 @@ def pinned_transport(policy: FetchPolicy) -> Any:
     `check_url` refuses a URL early, with a clear message, but a name can resolve to a public address
     for that check and to a private one a moment later, when the client looks it up again to connect
     (DNS rebinding). Here the lookup that is checked is the one connected to: the connection opens to
-    the checked address, while TLS and the Host header keep the name. Proxies from the environment
-    (`HTTPS_PROXY`) bypass this transport; the proxy then resolves names itself.
+    the checked address, while TLS and the Host header keep the name. `fetch_url`'s client takes no
+    proxy from the environment, so nothing goes around this transport; a proxy configured for Petri
+    (`FetchPolicy.proxy`) takes its place, and resolves names itself.
     """
     import httpcore2
     import httpx2
@@ -164,6 +201,26 @@ def pinned_transport(policy: FetchPolicy) -> Any:
         ssl_context=httpx2.create_ssl_context(), network_backend=PinnedBackend()
     )
     return transport
+
+
+def proxy_transport(policy: FetchPolicy) -> Any:
+    """An httpx2 transport that sends every request through the configured proxy (which resolves
+    and connects; `check_url` has already checked what this machine can resolve)."""
+    import httpx2
+
+    assert policy.proxy is not None
+    fix = (
+        "set PETRI_FETCH_PROXY (or fetch.proxy in the dish config) to its URL, like http://proxy.example:3128"
+    )
+    try:
+        parts = urlsplit(policy.proxy)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        shown = f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        ok, shown = False, "that cannot be parsed"
+    if not ok:  # the value may carry a password, so only its scheme and host are ever shown
+        raise Rejected(f"the fetch proxy ({shown}) is not an http:// or https:// URL", fix)
+    return httpx2.HTTPTransport(proxy=policy.proxy)
 
 
 def page_text(text: str, page: int, page_chars: int = 6000) -> tuple[str, int]:
@@ -287,7 +344,8 @@ def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPa
         follow_redirects=False,
         timeout=policy.timeout,
         headers={"User-Agent": policy.user_agent},
-        transport=pinned_transport(policy),
+        transport=pinned_transport(policy) if policy.proxy is None else proxy_transport(policy),
+        trust_env=False,  # a proxy only as FetchPolicy.proxy says (a set transport already implies it)
     )
     try:
         for _hop in range(policy.max_redirects + 1):
@@ -329,12 +387,13 @@ def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPa
                     status = response.status_code
             except httpx2.TimeoutException:
                 raise Rejected(
-                    f"{current} did not answer within {policy.timeout:g} s",
+                    f"{current} did not answer within {policy.timeout:g} s{env_proxy_note(policy)}",
                     "try again later (petri_fail with retryable=true) or cite another source",
                 ) from None
             except httpx2.HTTPError as exc:
+                note = env_proxy_note(policy) if isinstance(exc, httpx2.ConnectError) else ""
                 raise Rejected(
-                    f"cannot fetch {current}: {type(exc).__name__}: {exc}",
+                    f"cannot fetch {current}: {type(exc).__name__}: {exc}{note}",
                     "check the URL, or try again later",
                 ) from None
             data = _extract(bytes(body), content_type, charset, current)

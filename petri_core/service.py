@@ -169,14 +169,18 @@ class Service:
         return data
 
     def fetch_policy(self) -> FetchPolicy:
-        """The fetch policy: the one given, else PETRI_FETCH_ALLOW_PRIVATE or the dish config."""
+        """The fetch policy: the one given, else the environment (PETRI_FETCH_ALLOW_PRIVATE,
+        PETRI_FETCH_PROXY) with the dish config's `fetch` settings over it."""
         from .fetch import FetchPolicy
 
         if self._fetch_policy is not None:
             return self._fetch_policy
         policy = FetchPolicy.from_env()
-        if self.config().get("fetch", {}).get("allow_private"):
+        config = self.config().get("fetch", {})
+        if config.get("allow_private"):
             policy = dataclasses.replace(policy, allow_private=True)
+        if config.get("proxy"):
+            policy = dataclasses.replace(policy, proxy=str(config["proxy"]))
         return policy
 
     def open(self, *, create: bool = True) -> Store:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from webserver import serve
 
 from petri_core.errors import Rejected
-from petri_core.fetch import FetchPolicy, check_url, fetch_url
+from petri_core.fetch import FetchPolicy, Unresolved, check_url, fetch_url
+from petri_core.service import Service
 
 PUBLIC = {
     "public.example": ["93.184.216.34"],
@@ -145,3 +149,81 @@ def test_a_host_whose_first_address_refuses_is_reached_at_its_next() -> None:
         policy = FetchPolicy(allow_private=True, resolver=lambda host, _: names[host], timeout=2.0)
         page = fetch_url(f"http://two.example:{port}/page", policy)
     assert page.status == 200 and seen == [("/page", f"two.example:{port}")]
+
+
+# Proxies: only one configured for Petri is used, and it does not lift the address check.
+
+PROXIED = (200, {"Content-Type": "text/plain"}, b"Served by the proxy, which resolved the name.", 0.0)
+
+
+def unresolvable(host: str, port: int) -> list[str]:
+    raise Unresolved(f"cannot resolve host {host!r}: Name or service not known", "check the URL")
+
+
+def test_a_proxy_named_by_the_environment_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY would send the request to a proxy that resolves the name itself, around the pinned
+    connection; Petri's fetcher connects directly instead (and says so when it cannot connect)."""
+    via_proxy: list[tuple[str, str]] = []
+    direct: list[tuple[str, str]] = []
+    with serve({}, via_proxy) as proxy, serve({"/page": PAGE}, direct) as base:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        page = fetch_url(f"{base}/page", FetchPolicy(allow_private=True, timeout=2.0))
+    assert page.text == "The figure is 42, by the second measurement."
+    assert via_proxy == [] and direct == [("/page", base.removeprefix("http://"))]
+
+
+def test_a_configured_proxy_fetches_a_name_only_it_can_resolve() -> None:
+    seen: list[tuple[str, str]] = []
+    with serve({"http://far.example/page": PROXIED}, seen) as proxy:
+        policy = FetchPolicy(proxy=proxy, resolver=unresolvable, timeout=2.0)
+        page = fetch_url("http://far.example/page", policy)
+    assert page.text == "Served by the proxy, which resolved the name."
+    assert seen == [("http://far.example/page", "far.example")]  # the absolute form a proxy receives
+
+
+@pytest.mark.parametrize("url", [u for u in REFUSED if u.startswith("http")])
+def test_through_a_proxy_every_address_this_machine_can_judge_is_still_refused(url: str) -> None:
+    seen: list[tuple[str, str]] = []
+    with serve({}, seen) as proxy, pytest.raises(Rejected, match=r"private or reserved|loopback"):
+        fetch_url(url, FetchPolicy(proxy=proxy, resolver=resolver, timeout=2.0))
+    assert seen == []
+
+
+def test_a_host_that_cannot_be_reached_names_the_environment_proxy_petri_ignores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
+    hint = r"HTTPS_PROXY is set, but Petri does not fetch through a proxy from the environment: set PETRI_FETCH_PROXY"
+    with pytest.raises(Rejected, match=r"cannot resolve host 'far\.example'.*" + hint):
+        fetch_url("https://far.example/", FetchPolicy(resolver=unresolvable, timeout=2.0))
+    with serve({}) as base:
+        closed = base  # nothing listens there once the server is shut down
+    with pytest.raises(Rejected, match=r"ConnectError.*" + hint):
+        fetch_url(f"{closed}/page", FetchPolicy(allow_private=True, timeout=2.0))
+    monkeypatch.delenv("HTTPS_PROXY")
+    with pytest.raises(Rejected) as err:
+        fetch_url("https://far.example/", FetchPolicy(resolver=unresolvable, timeout=2.0))
+    assert "PROXY" not in str(err.value)  # no proxy in the environment: no note
+
+
+def test_the_proxy_comes_from_petri_fetch_proxy_or_the_dish_config(tmp_path: Path) -> None:
+    assert FetchPolicy.from_env({"PETRI_FETCH_PROXY": " http://proxy.example:3128 "}).proxy == (
+        "http://proxy.example:3128"
+    )
+    assert FetchPolicy.from_env({"HTTPS_PROXY": "http://proxy.example:3128"}).proxy is None
+    svc = Service(tmp_path / ".petri")
+    svc.dish.mkdir(parents=True, exist_ok=True)
+    (svc.dish / "config.json").write_text(json.dumps({"fetch": {"proxy": "http://proxy.example:8080"}}))
+    assert svc.fetch_policy().proxy == "http://proxy.example:8080"
+
+
+@pytest.mark.parametrize(
+    "proxy", ["socks5://user:s3cret@proxy.example:1080", "proxy.example:3128", "http://"]
+)
+def test_a_proxy_that_is_not_an_http_url_is_refused_without_echoing_its_password(proxy: str) -> None:
+    with pytest.raises(Rejected, match=r"the fetch proxy .* is not an http:// or https:// URL") as err:
+        fetch_url("http://far.example/", FetchPolicy(proxy=proxy, resolver=unresolvable, timeout=2.0))
+    assert "s3cret" not in str(err.value) and "PETRI_FETCH_PROXY" in str(err.value)
