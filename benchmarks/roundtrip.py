@@ -32,6 +32,7 @@ from .common import Row, Sizes, TimedConnection, spread, timed
 from .dishes import QUOTES, add_source, decomposed_run
 
 CHILDREN = 12
+IDLE = 0.003  # seconds asleep before each of the "rested" in-process submits
 
 
 def verdict(source_id: str) -> dict[str, Any]:
@@ -158,23 +159,50 @@ def bare_commits(folder: Path, n: int, warmup: int, *, reconnect: bool) -> list[
 
 
 def in_process(
-    svc: Service, source_id: str, tasks: list[tuple[str, str]], warmup: int
-) -> tuple[list[float], list[float], list[int]]:
-    """Seconds per in-process submit; of each, the seconds inside SQLite; and its statement count."""
+    svc: Service, source_id: str, tasks: list[tuple[str, str]], warmup: int, *, idle: float = 0.0
+) -> dict[str, list[float]]:
+    """In-process submits, each after `idle` seconds asleep (as a server sits between calls): the
+    seconds of each ("wall"), of it inside SQLite's `execute` ("sql") and in its COMMIT ("commit"),
+    and its statement count ("statements")."""
     result = verdict(source_id)
     with svc._store() as st:  # the store this thread's calls use, kept open between them
-        clock = TimedConnection(st.conn)
+        clock = TimedConnection(st.conn, lambda sql, args: "commit" if sql == "COMMIT" else "other")
         st.conn = clock  # type: ignore[assignment]
-    walls, sql, counts = [], [], []
+    out: dict[str, list[float]] = {"wall": [], "sql": [], "commit": [], "statements": []}
     try:
         for task_id, lease in tasks:
-            before, count = clock.seconds["all"], clock.statements
-            walls.append(timed(lambda t=task_id, le=lease: svc.submit(t, le, result)))  # type: ignore[misc]
-            sql.append(clock.seconds["all"] - before)
-            counts.append(clock.statements - count)
+            if idle:
+                time.sleep(idle)
+            before, commit, count = sum(clock.seconds.values()), clock.seconds["commit"], clock.statements
+            out["wall"].append(timed(lambda t=task_id, le=lease: svc.submit(t, le, result)))  # type: ignore[misc]
+            out["sql"].append(sum(clock.seconds.values()) - before)
+            out["commit"].append(clock.seconds["commit"] - commit)
+            out["statements"].append(clock.statements - count)
     finally:
         st.conn = clock.conn
-    return walls[warmup:], sql[warmup:], counts[warmup:]
+    return {name: samples[warmup:] for name, samples in out.items()}
+
+
+def wal_pages(svc: Service, source_id: str, tasks: list[tuple[str, str]]) -> float:
+    """Pages each submit writes to the WAL (a frame per page changed), counted from the WAL file's
+    growth with automatic checkpoints paused; they are resumed after."""
+    result = verdict(source_id)
+    with svc._store() as st:
+        conn = st.conn
+    wal = Path(f"{st.path}-wal")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    every = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    try:
+        start = wal.stat().st_size
+        for task_id, lease in tasks:
+            svc.submit(task_id, lease, result)
+        grown = wal.stat().st_size - start
+    finally:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(every)}")
+    header = 32 if start == 0 else 0  # a WAL file begins with a 32-byte header, then frames
+    return (grown - header) / (24 + page_size) / len(tasks)  # each frame: 24-byte header + a page
 
 
 def run(sizes: Sizes) -> list[Row]:
@@ -185,19 +213,27 @@ def run(sizes: Sizes) -> list[Row]:
         dish = folder / ".petri"
         svc = Service(dish)
         source_id = add_source(svc)
-        tasks = claimed_investigations(svc, 2 * w + 1)
-        beat, mcp_tasks = tasks[0], tasks[1 : w + 1]
-        alone = tasks[w + 1 :]
+        pages_n = 5 if sizes.quick else 20
+        tasks = claimed_investigations(svc, 3 * w + 1 + pages_n)
+        beat, mcp_tasks, alone, rested_tasks, page_tasks = (
+            tasks[0],
+            tasks[1 : w + 1],
+            tasks[w + 1 : 2 * w + 1],
+            tasks[2 * w + 1 : 3 * w + 1],
+            tasks[3 * w + 1 :],
+        )
         run_id = svc.status()["runs"][0]["run_id"]
         wire = anyio.run(over_stdio, dish, run_id, source_id, mcp_tasks, beat, warmup)
-        local, local_sql, statements = in_process(svc, source_id, alone, warmup)
+        local = in_process(svc, source_id, alone, warmup)
+        rested = in_process(svc, source_id, rested_tasks, warmup, idle=IDLE)
+        pages = wal_pages(svc, source_id, page_tasks)
         opens = [timed(lambda: Store(dish).close()) for _ in range(w)][warmup:]
         commit = bare_commits(folder, n, warmup, reconnect=False)
         commit_reconnect = bare_commits(folder, n, warmup, reconnect=True)
 
     med = {k: statistics.median(v) for k, v in wire.items()}
     ratio = med["submit"] / med["noop"]
-    store_share = statistics.median(local) / statistics.median(commit)
+    store_share = statistics.median(local["wall"]) / statistics.median(commit)
     return [
         spread("P1", "stdio `petri_submit` (verdict + 2 citations)", wire["submit"]),
         spread("P1", "stdio MCP `ping` (no tool)", wire["ping"]),
@@ -218,13 +254,31 @@ def run(sizes: Sizes) -> list[Row]:
         ),
         Row("P1", "submit ÷ status, medians", med["submit"] / med["status"], "×"),
         Row("P1", "submit ÷ ping, medians", med["submit"] / med["ping"], "×"),
-        spread("P1", "in-process `Service.submit`, same submission", local),
+        spread("P1", "in-process `Service.submit`, same submission", local["wall"]),
         spread(
             "P1",
-            f"… of it inside SQLite's `execute` ({statistics.median(statements):.0f} statements, COMMIT included)",
-            local_sql,
+            f"… of it inside SQLite's `execute` ({statistics.median(local['statements']):.0f} statements,"
+            " COMMIT included)",
+            local["sql"],
         ),
-        spread("P1", "… of it in Python (the rest)", [w - q for w, q in zip(local, local_sql, strict=True)]),
+        spread("P1", f"… of it the COMMIT (it writes {pages:.0f} pages to the WAL)", local["commit"]),
+        spread(
+            "P1",
+            "… of it in Python (the rest)",
+            [w - q for w, q in zip(local["wall"], local["sql"], strict=True)],
+        ),
+        spread(
+            "P1",
+            f"in-process `Service.submit`, each after {IDLE * 1000:.0f} ms asleep (as a server waits between calls)",
+            rested["wall"],
+        ),
+        spread("P1", "… of it inside SQLite's `execute`", rested["sql"]),
+        Row(
+            "P1",
+            "after sleeping ÷ back to back, in-process submit medians",
+            statistics.median(rested["wall"]) / statistics.median(local["wall"]),
+            "×",
+        ),
         spread("P1", "`Store(dish)` open + close (what each call paid before connections were kept)", opens),
         spread("P1", "bare sqlite3 INSERT+COMMIT, WAL (storage floor)", commit),
         spread("P1", "bare connect + INSERT+COMMIT + close, WAL", commit_reconnect),

@@ -60,6 +60,12 @@ def test_every_other_benchmark_yields_well_formed_rows_with_its_targets() -> Non
     statements = re.search(r"\((\d+) statements", sql.what)
     assert statements and int(statements.group(1)) >= 10, sql.what
     assert 0 < sql.value < whole.value and sql.n == whole.n
+    commit = next(r for r in rows if "the COMMIT" in r.what)  # a share of the SQL, and its pages
+    pages = re.search(r"writes (\d+) pages", commit.what)
+    assert pages and int(pages.group(1)) >= 7, commit.what  # seven events land in several tables
+    assert 0 < commit.value < sql.value
+    rested = next(r for r in rows if "ms asleep" in r.what)
+    assert rested.n == whole.n and rested.value > 0
     assert all(r.unit == "tokens" and r.value > 0 for r in rows if r.id == "P4")
     modern = next(r for r in rows if "2026-07-28 start answered" in r.what)
     assert modern.n == TINY.repeats and modern.value > 0
