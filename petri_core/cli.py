@@ -433,7 +433,12 @@ def verify(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @domain_errors
 def fetch(url: str, page: int, as_json: bool) -> None:
-    """Fetch a page, snapshot it in the dish, and print its extracted text."""
+    """Fetch a page, snapshot it in the dish, and print its extracted text.
+
+    \b
+    Private and loopback addresses are refused unless PETRI_FETCH_ALLOW_PRIVATE=1.
+    HTTPS_PROXY and the like are ignored; PETRI_FETCH_PROXY=URL fetches through a proxy.
+    Both can also be set in the dish's config.json (docs/sources.md)."""
     out = _service().fetch(url, page)
     if as_json:
         emit_json(out.model_dump())

@@ -163,6 +163,12 @@ def test_mcp_help_does_not_start_a_server() -> None:
     assert "Run Petri's MCP server" in petri("mcp", "--help").stdout
 
 
+def test_fetch_help_names_the_settings_that_change_where_it_connects() -> None:
+    out = petri("fetch", "--help").stdout
+    assert "PETRI_FETCH_ALLOW_PRIVATE=1" in out and "PETRI_FETCH_PROXY=URL" in out
+    assert "HTTPS_PROXY and the like are ignored" in out
+
+
 # ---------------------------------------------------------------- init, status
 
 
