@@ -14,9 +14,10 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, ValidationError
 
@@ -133,16 +134,29 @@ def _unstorable(value: Any) -> str | None:
 
 
 def door(fn: F) -> F:
-    """Turn a Petri error into a `rejected:` ToolError the model can read and act on."""
+    """Turn a Petri error into a `rejected:` ToolError the model can read and act on, and a result
+    into its `reply`."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except PetriError as exc:
             raise ToolError(f"rejected: {exc}") from None
+        return reply(out)
 
     return wrapper  # type: ignore[return-value]
+
+
+def reply(out: BaseModel) -> CallToolResult:
+    """A tool's result: its fields as structured content, and the same JSON, compact, as the text.
+
+    The text is what a harness puts before the model. Left to the SDK it is indented, which costs a
+    context packet a third more tokens (benchmarks P4); the tool's output schema is unchanged."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=pydantic_core.to_json(out, fallback=str).decode())],
+        structured_content=out.model_dump(mode="json", by_alias=True),
+    )
 
 
 class Clarification(BaseModel):

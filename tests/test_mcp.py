@@ -37,6 +37,7 @@ async def call(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any
     assert result.structured_content is not None
     text = result.content[0].text  # type: ignore[union-attr]
     assert json.loads(text) == result.structured_content  # content and structuredContent agree
+    assert "\n" not in text, text  # compact JSON: the text is what the model reads
     return result.structured_content
 
 
