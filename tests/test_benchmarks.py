@@ -67,6 +67,9 @@ def test_every_other_benchmark_yields_well_formed_rows_with_its_targets() -> Non
     rested = next(r for r in rows if "ms asleep" in r.what)
     assert rested.n == whole.n and rested.value > 0
     assert all(r.unit == "tokens" and r.value > 0 for r in rows if r.id == "P4")
+    packet = next(r for r in rows if r.what.startswith("packet, 10 cells, iteration 3"))
+    indented = next(r for r in rows if r.what.startswith("… that packet indented"))
+    assert indented.met is None and indented.value > packet.value  # the reply the model reads is compact
     modern = next(r for r in rows if "2026-07-28 start answered" in r.what)
     assert modern.n == TINY.repeats and modern.value > 0
     shown = [r for r in rows if r.id == "P3"]
