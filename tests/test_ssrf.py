@@ -9,7 +9,7 @@ import pytest
 from webserver import serve
 
 from petri_core.errors import Rejected
-from petri_core.fetch import FetchPolicy, Unresolved, check_url, fetch_url
+from petri_core.fetch import ENV_PROXIES, FetchPolicy, Unresolved, check_url, fetch_url
 from petri_core.service import Service
 
 PUBLIC = {
@@ -195,6 +195,8 @@ def test_through_a_proxy_every_address_this_machine_can_judge_is_still_refused(u
 def test_a_host_that_cannot_be_reached_names_the_environment_proxy_petri_ignores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in (*ENV_PROXIES, *(n.lower() for n in ENV_PROXIES)):
+        monkeypatch.delenv(name, raising=False)  # whatever the machine running the tests sets
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
     hint = r"HTTPS_PROXY is set, but Petri does not fetch through a proxy from the environment: set PETRI_FETCH_PROXY"
     with pytest.raises(Rejected, match=r"cannot resolve host 'far\.example'.*" + hint):
