@@ -26,6 +26,7 @@ Resolver = Callable[[str, int], list[str]]
 PDF = "application/pdf"
 TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain", PDF)
 MAX_PDF_PAGES = 500  # a paper or a report; the text of pages after these is not kept
+UNREADABLE_PDF_FIX = "cite another source (its abstract page or an HTML version)"
 PRIVATE_FIX = (
     "fetch a public http(s) URL, or set PETRI_FETCH_ALLOW_PRIVATE=1 (or the dish config) for local testing"
 )
@@ -256,17 +257,14 @@ def _pdf(body: bytes, url: str) -> dict[str, Any]:
     try:
         reader = PdfReader(io.BytesIO(body))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise Rejected(
-                f"{url} is an encrypted PDF", "cite another source (its abstract page or an HTML version)"
-            )
+            raise Rejected(f"{url} is an encrypted PDF", UNREADABLE_PDF_FIX)
         pages = [page.extract_text() or "" for page in reader.pages[:MAX_PDF_PAGES]]
         info = reader.metadata
     except Rejected:
         raise
     except Exception as exc:  # pypdf raises many kinds of errors on malformed input; all mean the same here
         raise Rejected(
-            f"cannot read the PDF at {url} ({type(exc).__name__}: {str(exc)[:200]})",
-            "cite another source (its abstract page or an HTML version)",
+            f"cannot read the PDF at {url} ({type(exc).__name__}: {str(exc)[:200]})", UNREADABLE_PDF_FIX
         ) from None
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:
