@@ -15,7 +15,7 @@ import os
 import socket
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -58,6 +58,21 @@ def system_resolver(host: str, port: int) -> list[str]:
     except socket.gaierror as exc:
         raise Unresolved(f"cannot resolve host {host!r}: {exc.strerror}", "check the URL") from None
     return sorted({str(info[4][0]) for info in infos})
+
+
+def remembered(resolver: Resolver) -> Resolver:
+    """`resolver`, asked once per host and port; later asks get the same answer (a failure is not kept).
+
+    One fetch resolves through one of these, so the addresses `check_url` checks are the very ones
+    the pinned connection opens to, and a fetch costs one lookup per host, not one per check."""
+    answers: dict[tuple[str, int], list[str]] = {}
+
+    def lookup(host: str, port: int) -> list[str]:
+        if (host, port) not in answers:
+            answers[host, port] = resolver(host, port)
+        return answers[host, port]
+
+    return lookup
 
 
 @dataclass(frozen=True)
@@ -168,9 +183,11 @@ def pinned_transport(policy: FetchPolicy) -> Any:
     """An httpx2 transport whose every connection goes to an address it resolved and checked itself.
 
     `check_url` refuses a URL early, with a clear message, but a name can resolve to a public address
-    for that check and to a private one a moment later, when the client looks it up again to connect
-    (DNS rebinding). Here the lookup that is checked is the one connected to: the connection opens to
-    the checked address, while TLS and the Host header keep the name. `fetch_url`'s client takes no
+    for that check and to a private one a moment later, were the client to look it up again to
+    connect (DNS rebinding). Here the lookup that is checked is the one connected to: the connection
+    opens to the checked address, while TLS and the Host header keep the name. (`fetch_url` gives
+    the check and this transport one `remembered` resolver, so they share one lookup; the transport
+    checks what it connects to all the same, whoever calls it.) `fetch_url`'s client takes no
     proxy from the environment, so nothing goes around this transport; a proxy configured for Petri
     (`FetchPolicy.proxy`) takes its place, and resolves names itself.
     """
@@ -333,9 +350,12 @@ def _extract(body: bytes, content_type: str, charset: str | None, url: str) -> d
 
 
 def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPage:
-    """Fetch one page within the policy and extract its main text and metadata."""
+    """Fetch one page within the policy and extract its main text and metadata.
+
+    Each host is looked up once: the check of every hop and the connection share that answer."""
     import httpx2
 
+    policy = replace(policy, resolver=remembered(policy.resolver or system_resolver))
     current = url
     own = client is None
     http = client or httpx2.Client(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from webserver import serve
@@ -109,22 +110,55 @@ def test_the_environment_switch_lifts_the_guard() -> None:
 PAGE = (200, {"Content-Type": "text/plain"}, b"The figure is 42, by the second measurement.", 0.0)
 
 
-def test_a_name_that_rebinds_to_loopback_after_the_check_never_reaches_it() -> None:
-    """DNS rebinding: the name is public when checked and loopback when looked up again to connect.
-    The connection uses a lookup of its own that is checked too, so it is refused, unopened."""
+def test_a_name_that_rebinds_after_the_check_is_connected_at_the_address_that_was_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name is public when first looked up and loopback when asked again. A fetch
+    asks once, for its check and its connection alike, so it dials the public address it checked.
+
+    No public host can be reached from here, so the socket layer is the one stand-in: it records the
+    address it is asked to dial and connects to the local server instead."""
+    import httpcore2
+
     lookups: list[str] = []
+    dialled: list[str] = []
 
     def rebinding(host: str, port: int) -> list[str]:
         lookups.append(host)
         return ["93.184.216.34"] if len(lookups) == 1 else ["127.0.0.1"]
 
+    dial = httpcore2.SyncBackend.connect_tcp
+
+    def dial_locally(self: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        dialled.append(host)
+        return dial(self, "127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore2.SyncBackend, "connect_tcp", dial_locally)
+    seen: list[tuple[str, str]] = []
+    routes = {"/old": (301, {"Location": "/page"}, b"", 0.0), "/page": PAGE}
+    with serve(routes, seen) as base:
+        port = base.rsplit(":", 1)[1]
+        page = fetch_url(f"http://rebind.example:{port}/old", FetchPolicy(resolver=rebinding, timeout=2.0))
+    assert page.text == "The figure is 42, by the second measurement."
+    assert lookups == ["rebind.example"]  # one lookup for both hops' checks and the connection
+    assert dialled and set(dialled) == {"93.184.216.34"}  # never the loopback of a second answer
+    assert seen == [("/old", f"rebind.example:{port}"), ("/page", f"rebind.example:{port}")]
+
+
+def test_the_pinned_transport_checks_the_address_it_connects_to() -> None:
+    """Whoever calls it, without `check_url` first, the transport refuses to open a connection to
+    an address the policy forbids."""
+    import httpx2
+
+    from petri_core.fetch import pinned_transport
+
     seen: list[tuple[str, str]] = []
     with serve({"/": PAGE}, seen) as base:
         port = base.rsplit(":", 1)[1]
-        policy = FetchPolicy(resolver=rebinding, timeout=2.0)
-        with pytest.raises(Rejected, match=r"rebind\.example resolves to 127\.0\.0\.1, a private"):
-            fetch_url(f"http://rebind.example:{port}/", policy)
-    assert lookups == ["rebind.example", "rebind.example"]  # the check's lookup, then the connection's
+        policy = FetchPolicy(resolver=lambda host, _: ["127.0.0.1"], timeout=2.0)
+        refused = pytest.raises(Rejected, match=r"sneaky\.example resolves to 127\.0\.0\.1, a private")
+        with httpx2.Client(transport=pinned_transport(policy)) as client, refused:
+            client.get(f"http://sneaky.example:{port}/")
     assert seen == []
 
 
