@@ -17,9 +17,9 @@ from .dishes import Filled, cached
 
 REPLAY_MIN = 100_000  # events/s
 VERIFY_1M_S = 30.0
-#: Until the seventh round P5 timed its three passes with no warm-up. On this VM a replay after a
-#: minute of idleness ran at 77–97k events/s, and at 142–157k when run again at once (same dish,
-#: its file in the page cache): the first pass measured the machine waking up, not the replay.
+#: Untimed replays of each dish before the timed ones. Until the seventh round P5 had none, unlike
+#: every other benchmark here; on this VM the 100k dish replayed at 77–97k events/s in a fresh
+#: process after 90 s idle, and at 142–157k when run again at once (its file in the page cache).
 WARM_UP = 1
 
 
