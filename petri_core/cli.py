@@ -445,6 +445,8 @@ def fetch(url: str, page: int, as_json: bool) -> None:
         return
     click.echo(safe(f"{out.source_id}  {out.title or '(no title)'}  published {out.published}"))
     click.echo(safe(f"{out.final_url}  page {out.page}/{out.pages}"))
+    if out.note:
+        click.echo(safe(f"note: {out.note}"))
     click.echo("")
     click.echo(safe(out.text))
 

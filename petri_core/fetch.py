@@ -25,7 +25,7 @@ from .errors import Rejected
 Resolver = Callable[[str, int], list[str]]
 PDF = "application/pdf"
 TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain", PDF)
-MAX_PDF_PAGES = 500  # a paper or a report; the text of pages after these is not kept
+MAX_PDF_PAGES = 500  # a paper or a report; the text of later pages is not kept (the source says so)
 UNREADABLE_PDF_FIX = "cite another source (its abstract page or an HTML version)"
 PRIVATE_FIX = (
     "fetch a public http(s) URL, or set PETRI_FETCH_ALLOW_PRIVATE=1 (or the dish config) for local testing"
@@ -112,6 +112,7 @@ class FetchedPage:
     author: str | None
     published: str | None
     text: str
+    note: str | None = None  # what the text leaves out (a PDF's pages after MAX_PDF_PAGES)
 
 
 def address_allowed(address: str) -> bool:
@@ -275,6 +276,7 @@ def _pdf(body: bytes, url: str) -> dict[str, Any]:
         reader = PdfReader(io.BytesIO(body))
         if reader.is_encrypted and not reader.decrypt(""):
             raise Rejected(f"{url} is an encrypted PDF", UNREADABLE_PDF_FIX)
+        total = len(reader.pages)
         pages = [page.extract_text() or "" for page in reader.pages[:MAX_PDF_PAGES]]
         info = reader.metadata
     except Rejected:
@@ -289,7 +291,17 @@ def _pdf(body: bytes, url: str) -> dict[str, Any]:
             f"{url} is a PDF without a text layer (a scan?), so nothing in it can be quoted",
             "cite a source whose text can be read (an HTML version, or a page quoting it)",
         )
-    return {"text": text, **_pdf_metadata(info)}
+    return {"text": text, "note": _cut_note(total), **_pdf_metadata(info)}
+
+
+def _cut_note(total: int) -> str | None:
+    """What a reader of a PDF's text must know when pages after MAX_PDF_PAGES were left out."""
+    if total <= MAX_PDF_PAGES:
+        return None
+    return (
+        f"this PDF has {total} pages and only the text of the first {MAX_PDF_PAGES} was read: "
+        f"a quote from a later page cannot be verified, so cite another source for it"
+    )
 
 
 def _pdf_metadata(info: Any) -> dict[str, Any]:
@@ -428,6 +440,7 @@ def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPa
                 author=data.get("author"),
                 published=str(published)[:10] if published else None,
                 text=text,
+                note=data.get("note"),
             )
         raise Rejected(
             f"{url} redirected more than {policy.max_redirects} times", "fetch the final URL directly"

@@ -215,6 +215,7 @@ class Source(BaseModel):
     author: str | None
     published: str | None
     text: str
+    note: str | None = None  # what `text` leaves out, as the fetch found it (a long PDF's later pages)
 
 
 class Citation(BaseModel):
@@ -333,6 +334,7 @@ class FetchOut(BaseModel):
     author: str | None
     page: int
     pages: int
+    note: str | None = None  # what the text leaves out (a PDF's pages after the 500th), else null
     untrusted: bool
     text: str
 

@@ -958,8 +958,11 @@ class Service:
         author: str | None,
         published: str | None,
         text: str,
+        note: str | None = None,
     ) -> Source:
-        """Store a fetched page's snapshot once per content hash, and record the fetch."""
+        """Store a fetched page's snapshot once per content hash, and record the fetch.
+
+        `note` says what the text leaves out; it is stored only when there is one."""
         now = self.now()
         with self._store() as st, st.write():
             source = st.source_by_hash(content_hash)
@@ -981,7 +984,8 @@ class Service:
                             "author": author,
                             "published": published,
                             "text": text,
-                        },
+                        }
+                        | ({"note": note} if note else {}),
                     )
                 )
             events.append(
@@ -1017,6 +1021,7 @@ class Service:
                 author=got.author,
                 published=got.published,
                 text=got.text,
+                note=got.note,
             )
         else:
             chunk, pages = page_text(source.text, page)
@@ -1029,6 +1034,7 @@ class Service:
             author=source.author,
             page=page,
             pages=pages,
+            note=source.note,
             untrusted=True,
             text=chunk,
         )

@@ -64,7 +64,8 @@ PROJECTIONS: Mapping[str, str] = {
         match_start INTEGER NOT NULL, match_end INTEGER NOT NULL, match_score REAL NOT NULL)""",
     "sources": """CREATE TABLE sources (source_id TEXT PRIMARY KEY, url TEXT NOT NULL, final_url TEXT NOT NULL,
         status INTEGER NOT NULL, content_type TEXT NOT NULL, fetched_at TEXT NOT NULL,
-        content_hash TEXT NOT NULL UNIQUE, title TEXT, author TEXT, published TEXT, text TEXT NOT NULL)""",
+        content_hash TEXT NOT NULL UNIQUE, title TEXT, author TEXT, published TEXT, text TEXT NOT NULL,
+        note TEXT)""",
     "fetches": """CREATE TABLE fetches (fetch_seq INTEGER PRIMARY KEY, url TEXT NOT NULL, final_url TEXT NOT NULL,
         source_id TEXT NOT NULL, fetched_at TEXT NOT NULL)""",
     "evidence": """CREATE TABLE evidence (cell_id TEXT NOT NULL, source_id TEXT NOT NULL,
@@ -81,8 +82,13 @@ PROJECTIONS: Mapping[str, str] = {
         stopped_at TEXT, stop_reason TEXT)""",
 }
 #: Every migration `_migrations` defines, in order (a dish that has them all needs no sqlite_utils).
-MIGRATION_NAMES = ("m001_events_and_projections", "m002_usage_runners_blobs", "m003_usage_task_index")
-M001, M002, M003 = MIGRATION_NAMES
+MIGRATION_NAMES = (
+    "m001_events_and_projections",
+    "m002_usage_runners_blobs",
+    "m003_usage_task_index",
+    "m004_sources_note",
+)
+M001, M002, M003, M004 = MIGRATION_NAMES
 #: Projection tables a later migration added (an older dish gets them empty: it cannot hold their events).
 ADDED: Mapping[str, str] = {"usage": M002, "runners": M002}
 INDEXES = (
@@ -418,7 +424,7 @@ APPLY: Mapping[str, Projection] = {
     "source_stored": _insert(
         "sources",
         *map(_p, ("source_id", "url", "final_url", "status", "content_type", "fetched_at")),
-        *map(_p, ("content_hash", "title", "author", "published", "text")),
+        *map(_p, ("content_hash", "title", "author", "published", "text", "note")),
         bulk=True,
     ),
     "source_fetched": _insert(
@@ -637,6 +643,12 @@ def _migrations() -> Any:
     def m003(db: Any) -> None:
         # A dish made before usage_task was in INDEXES; m002 makes it on newer ones.
         db.execute("CREATE INDEX IF NOT EXISTS usage_task ON usage (task_id)")
+
+    @migrations(name=M004)
+    def m004(db: Any) -> None:
+        # A dish made before sources had `note` (what a snapshot's text leaves out); m001 makes it now.
+        if "note" not in {row[1] for row in db.execute("PRAGMA table_info(sources)").fetchall()}:
+            db.execute("ALTER TABLE sources ADD COLUMN note TEXT")
 
     return migrations
 

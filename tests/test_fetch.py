@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from helpers import ARTICLE, Clock, Driver, passing
 from pdfs import make_pdf
 from webserver import serve
 
+from petri_core.cli import main
 from petri_core.errors import Rejected
-from petri_core.fetch import FetchPolicy, fetch_url, page_text
+from petri_core.fetch import MAX_PDF_PAGES, FetchPolicy, fetch_url, page_text
 from petri_core.service import Service
+from petri_core.store import Store
 
 PAGES = Path(__file__).parent.parent / "petri_core" / "demo" / "pages"
 HTML = {"Content-Type": "text/html; charset=utf-8"}
@@ -204,6 +209,54 @@ def test_a_pdf_is_fetched_as_its_text_layer_with_its_metadata() -> None:
     assert page.title == "Open models trail the frontier" and page.author == "A. Author"
     assert page.published == "2026-09-01"
     assert page.text.split() == ARTICLE.split()  # every word, in order, both pages
+    assert page.note is None  # nothing left out
+
+
+def long_pdf() -> bytes:
+    """Two pages more than the fetcher reads, each with one sentence naming its page."""
+    return make_pdf([[f"Page {n} says the figure is {n * 3} units."] for n in range(1, MAX_PDF_PAGES + 3)])
+
+
+def test_a_pdf_longer_than_the_page_limit_is_read_up_to_it_and_says_what_it_leaves_out(
+    tmp_path: Path,
+) -> None:
+    """The agent is told, on the first fetch and on every fetch served from the dish, that a quote
+    from a later page cannot be verified; the note is part of the snapshot, so a replay keeps it."""
+    svc = Service(tmp_path / ".petri", clock=Clock(), fetch_policy=LOCAL)
+    with serve({"/long.pdf": (200, PDF, long_pdf(), 0.0), "/plain": routes()["/plain"]}) as base:
+        fresh = svc.fetch(f"{base}/long.pdf")
+        again = svc.fetch(f"{base}/long.pdf", page=2)  # within the cache TTL: from the dish
+        plain = svc.fetch(f"{base}/plain")
+        env = {"PETRI_HOME": str(svc.dish), "PETRI_FETCH_ALLOW_PRIVATE": "1"}
+        shown = CliRunner().invoke(main, ["fetch", f"{base}/long.pdf"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert f"note: this PDF has {MAX_PDF_PAGES + 2} pages" in shown.output
+    assert fresh.note == (
+        f"this PDF has {MAX_PDF_PAGES + 2} pages and only the text of the first {MAX_PDF_PAGES} was read: "
+        "a quote from a later page cannot be verified, so cite another source for it"
+    )
+    assert again.note == fresh.note and again.source_id == fresh.source_id
+    assert plain.note is None
+    text = svc.open().source(fresh.source_id).text
+    assert f"Page {MAX_PDF_PAGES} says" in text and f"Page {MAX_PDF_PAGES + 1} says" not in text
+    stored = {e["payload"]["source_id"]: e["payload"] for e in svc.log(types=["source_stored"])}
+    assert stored[fresh.source_id]["note"] == fresh.note
+    assert "note" not in stored[plain.source_id]  # a page with nothing left out is stored as before
+    report = svc.verify()
+    assert report.ok, report.problems  # the projection's note equals a replay's
+
+
+def test_a_dish_from_before_source_notes_gains_the_column_and_still_verifies(tmp_path: Path) -> None:
+    svc = Service(tmp_path / ".petri", clock=Clock(), fetch_policy=LOCAL)
+    with serve(routes()) as base:
+        svc.fetch(f"{base}/plain")
+    svc.close()
+    with closing(sqlite3.connect(svc.dish / "petri.db", isolation_level=None)) as conn:
+        conn.execute("ALTER TABLE sources DROP COLUMN note")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_sources_note'")
+    with Store(svc.dish) as st:
+        assert "note" in {row[1] for row in st.conn.execute("PRAGMA table_info(sources)")}
+        assert st.check_projections() == []
 
 
 def test_a_run_cites_a_pdf_and_every_quote_is_verified_across_its_line_breaks(tmp_path: Path) -> None:
