@@ -300,7 +300,7 @@ def _cut_note(total: int) -> str | None:
         return None
     return (
         f"this PDF has {total} pages and only the text of the first {MAX_PDF_PAGES} was read: "
-        f"a quote from a later page cannot be verified, so cite another source for it"
+        "a quote from a later page cannot be verified, so cite another source for it"
     )
 
 
