@@ -52,12 +52,12 @@ class Sizes:
 
 
 class TimedConnection:
-    """A connection that adds up the seconds its `execute` calls take, by `step(sql, args)` (one
-    sum unless given), and counts them; anything else is the connection's own (a store can hold it
-    as its `conn`). A statement's time is its first step, where the statements timed here do their
-    work (bulk inserts, or reads of a few rows)."""
+    """A connection that adds up the seconds its `execute` calls take, by `step(sql, args)`, and
+    counts them; anything else is the connection's own (a store can hold it as its `conn`). A
+    statement's time is its first step, where the statements timed here do their work (bulk
+    inserts, or reads of a few rows)."""
 
-    def __init__(self, conn: sqlite3.Connection, step: Callable[[str, Any], str] = lambda sql, args: "all"):
+    def __init__(self, conn: sqlite3.Connection, step: Callable[[str, Any], str]):
         self.conn = conn
         self.step = step
         self.seconds: dict[str, float] = defaultdict(float)

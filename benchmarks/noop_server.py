@@ -4,8 +4,9 @@ P1 compares `petri_submit` with a no-op tool on the same server. Petri's own too
 a tool that only a benchmark needs does not belong in every agent's tool list (P4 counts that list),
 so this process adds it to the server `petri mcp` builds and serves it the way `petri mcp` does:
 behind `mcp_front.Front`, through the SDK's stdio transport, each sync tool on a worker thread,
-its reply made by `mcp_server.door` as every Petri tool's is. One difference: the tool list is not the recorded one, so the front answers nothing early (the
-handshake, which P1 does not time, waits for the SDK).
+its reply made by `mcp_server.door` as every Petri tool's is. One difference: the tool list is not
+the recorded one, so the front answers nothing early (the handshake, which P1 does not time, waits
+for the SDK).
 
 A second extra tool, `bench_service_times`, returns how long each `Service.submit` and
 `Service.heartbeat` took inside the server, so P1 can tell the service's share of a round trip
