@@ -9,7 +9,6 @@ oversize input is refused by the product's caps with a message naming the cap.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -63,7 +62,9 @@ def assert_terminal_safe(text: str, whole: bool = True) -> None:
         assert "pwned" not in text
 
 
-def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(tmp_path: Path) -> None:
+def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     policy = FetchPolicy(allow_private=True, max_bytes=20_000_000)
     svc = Service(tmp_path / ".petri", fetch_policy=policy)
     with serve(routes()) as base:
@@ -73,12 +74,10 @@ def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(tmp_p
         # The default policy caps a page at 5 MB: the blob is refused, clearly, and nothing is stored.
         events = svc.status()["events"]
         capped = Service(svc.dish)
-        os.environ["PETRI_FETCH_ALLOW_PRIVATE"] = "1"
-        try:
+        with monkeypatch.context() as env:
+            env.setenv("PETRI_FETCH_ALLOW_PRIVATE", "1")
             with pytest.raises(Rejected, match=r"is larger than 5,000,000 bytes; cite a smaller page"):
                 capped.fetch(f"{base}/blob?again")
-        finally:
-            del os.environ["PETRI_FETCH_ALLOW_PRIVATE"]
         assert svc.status()["events"] == events
 
     st = svc.open()
@@ -134,12 +133,9 @@ def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(tmp_p
     assert "click me" in out  # the OSC 8 hyperlink's text stays, its link is gone
     assert "evil.example" not in out
     assert_terminal_safe(petri(dish, "report", run.run_id).output, whole=False)
-    with serve(routes()) as base:
-        os.environ["PETRI_FETCH_ALLOW_PRIVATE"] = "1"
-        try:
-            assert_terminal_safe(petri(dish, "fetch", f"{base}/plain").output)
-        finally:
-            del os.environ["PETRI_FETCH_ALLOW_PRIVATE"]
+    with serve(routes()) as base, monkeypatch.context() as env:
+        env.setenv("PETRI_FETCH_ALLOW_PRIVATE", "1")
+        assert_terminal_safe(petri(dish, "fetch", f"{base}/plain").output)
     for args in (["show", run.root_cell_id, "--json"], ["log", "--json"], ["status", "--json"]):
         as_json = petri(dish, *args).output
         assert_terminal_safe(as_json, whole=False)  # escaped (\u001b, \u009b), meaning the same
@@ -151,7 +147,9 @@ def test_hostile_pages_and_agent_output_are_stored_intact_and_shown_safely(tmp_p
     assert "onerror=alert" not in html.replace("&lt;img src=x onerror=alert(1)&gt;", "")
 
 
-def test_a_hostile_pdf_is_stored_as_extracted_and_shown_safely(tmp_path: Path) -> None:
+def test_a_hostile_pdf_is_stored_as_extracted_and_shown_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A PDF is page text like any other: its title and text carry escapes, markup and an injection,
     and the CLI shows them inert (the terminal gets no escape sequence). The page text is in a
     one-byte font encoding, which turns control bytes into glyphs; the title is UTF-16, which
@@ -165,12 +163,9 @@ def test_a_hostile_pdf_is_stored_as_extracted_and_shown_safely(tmp_path: Path) -
         {"Title": utf16(f"Report {ESCAPES}{SCRIPT}"), "Author": utf16(f"A. Author {ESCAPES}")},
     )
     dish = tmp_path / ".petri"
+    monkeypatch.setenv("PETRI_FETCH_ALLOW_PRIVATE", "1")
     with serve({"/paper.pdf": (200, {"Content-Type": "application/pdf"}, pdf, 0.0)}) as base:
-        os.environ["PETRI_FETCH_ALLOW_PRIVATE"] = "1"
-        try:
-            out = petri(dish, "fetch", f"{base}/paper.pdf").output
-        finally:
-            del os.environ["PETRI_FETCH_ALLOW_PRIVATE"]
+        out = petri(dish, "fetch", f"{base}/paper.pdf").output
     assert_terminal_safe(out)
     assert INJECTION in out and "<script>" in out  # shown as inert text, not dropped
     svc = Service(dish)
