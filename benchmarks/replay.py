@@ -31,8 +31,9 @@ def replay_once(st: Store) -> None:
 def verify_parts(st: Store) -> dict[str, float]:
     """Where `petri verify`'s time goes: the same steps as `Service.verify`, timed one by one.
 
-    `Service.verify` runs the chain in a thread beside the projections (the replay works inside
-    SQLite, without the GIL), so its wall time is about max(chain, projections) + the rest.
+    `Service.verify` runs the chain and the quotes on two threads beside the projections (the replay
+    works inside SQLite, without the GIL; from the eighth round), so its wall time is less than the
+    sum of these parts.
     """
     parts = {
         "triggers": timed(st.check_triggers),

@@ -1189,15 +1189,18 @@ class Service:
         """Hash chain intact, triggers present, projections equal a replay, every quote in its source."""
         from concurrent.futures import ThreadPoolExecutor
 
-        with self._store(create=False) as st, st.read(), ThreadPoolExecutor(1) as pool:
-            events = st.event_count()
-            # The chain hashes in Python while the replay runs inside SQLite, which lets go of the GIL.
+        with self._store(create=False) as st, st.read(), ThreadPoolExecutor(2) as pool:
+            events, head = st.event_count(), st.head()
+            triggers, blobs = st.check_triggers(), st.check_blobs()
+            # The chain hashes in Python, and the quotes are read from the log, while the replay runs
+            # inside SQLite on a connection of its own, letting go of the GIL. From here only the
+            # quotes' thread uses this store's connection, inside its read snapshot.
             chain = pool.submit(st.check_chain, events)
+            quotes = pool.submit(check_quotes, st)
             projections = st.check_projections()
-            problems = st.check_triggers() + chain.result() + projections + st.check_blobs()
-            checked, quote_problems = check_quotes(st)
-            problems += quote_problems
-            return VerifyReport(events=events, head=st.head(), citations=checked, problems=problems)
+            checked, quote_problems = quotes.result()
+            problems = triggers + chain.result() + projections + blobs + quote_problems
+            return VerifyReport(events=events, head=head, citations=checked, problems=problems)
 
 
 def check_quotes(st: Store) -> tuple[int, list[str]]:
@@ -1208,9 +1211,7 @@ def check_quotes(st: Store) -> tuple[int, list[str]]:
     """
     problems: list[str] = []
     texts: dict[str, str] = dict(st.conn.execute("SELECT source_id, text FROM sources").fetchall())
-    rows = st.conn.execute(
-        "SELECT citation_id, source_id, quote, match_start, match_end FROM citations ORDER BY citation_id"
-    ).fetchall()
+    rows = st.citation_quotes()
     found: dict[tuple[str, str], bool] = {}
     for citation_id, source_id, quote, start, end in rows:
         text = texts.get(source_id)

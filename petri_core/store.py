@@ -58,10 +58,6 @@ PROJECTIONS: Mapping[str, str] = {
     "verdicts": """CREATE TABLE verdicts (task_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, cell_id TEXT NOT NULL,
         role TEXT NOT NULL, iteration INTEGER NOT NULL, kind TEXT NOT NULL, verdict TEXT NOT NULL,
         summary TEXT NOT NULL, at TEXT NOT NULL)""",
-    "citations": """CREATE TABLE citations (citation_id TEXT PRIMARY KEY, cell_id TEXT NOT NULL,
-        task_id TEXT NOT NULL, role TEXT NOT NULL, iteration INTEGER NOT NULL, source_id TEXT NOT NULL,
-        quote TEXT NOT NULL, stance TEXT NOT NULL, level INTEGER NOT NULL, finding TEXT NOT NULL,
-        match_start INTEGER NOT NULL, match_end INTEGER NOT NULL, match_score REAL NOT NULL)""",
     "sources": """CREATE TABLE sources (source_id TEXT PRIMARY KEY, url TEXT NOT NULL, final_url TEXT NOT NULL,
         status INTEGER NOT NULL, content_type TEXT NOT NULL, fetched_at TEXT NOT NULL,
         content_hash TEXT NOT NULL UNIQUE, title TEXT, author TEXT, published TEXT, text TEXT NOT NULL,
@@ -87,8 +83,9 @@ MIGRATION_NAMES = (
     "m002_usage_runners_blobs",
     "m003_usage_task_index",
     "m004_sources_note",
+    "m005_citations_read_from_the_log",
 )
-M001, M002, M003, M004 = MIGRATION_NAMES
+M001, M002, M003, M004, M005 = MIGRATION_NAMES
 #: Projection tables a later migration added (an older dish gets them empty: it cannot hold their events).
 ADDED: Mapping[str, str] = {"usage": M002, "runners": M002}
 INDEXES = (
@@ -98,11 +95,43 @@ INDEXES = (
     "CREATE INDEX tasks_status ON tasks (status, ready_at)",
     "CREATE INDEX tasks_run ON tasks (run_id, status)",
     "CREATE INDEX verdicts_cell ON verdicts (cell_id, iteration)",
-    "CREATE INDEX citations_cell ON citations (cell_id)",
     "CREATE INDEX fetches_url ON fetches (url, fetched_at)",
     "CREATE INDEX usage_run ON usage (run_id)",
     "CREATE INDEX usage_cell ON usage (cell_id)",
     "CREATE INDEX usage_task ON usage (task_id)",  # `petri show` sums usage per task (m003)
+)
+#: A citation's fields, in the order `citations` gives them: the event's own cell and task, the rest
+#: from its payload.
+CITATION_FIELDS = (
+    "citation_id",
+    "cell_id",
+    "task_id",
+    "role",
+    "iteration",
+    "source_id",
+    "quote",
+    "stance",
+    "level",
+    "finding",
+    "match_start",
+    "match_end",
+    "match_score",
+)
+#: Citations are read from their `citation_recorded` events, never copied into a table: the log holds
+#: them once (replay has nothing to rebuild for 70 % of a cited dish's events; benchmarks P5).
+#: Petri's reads decode the payload in Python (`Store.citation_rows`); this view is for other SQL
+#: readers, and like every `json_extract` in SQLite 3.40 it ends a string at an escaped NUL.
+CITATIONS_VIEW = (
+    "CREATE VIEW citations AS SELECT "
+    + ", ".join(
+        field
+        if field in ("cell_id", "task_id")
+        else f"CAST(json_extract(payload, '$.{field}') AS REAL) AS {field}"
+        if field == "match_score"
+        else f"json_extract(payload, '$.{field}') AS {field}"
+        for field in CITATION_FIELDS
+    )
+    + " FROM events WHERE type = 'citation_recorded'"
 )
 #: Content-addressed storage (harness transcripts): written beside the event that names the hash,
 #: in the same transaction; never a projection, never updated or deleted.
@@ -241,6 +270,15 @@ def _json_extract_keeping_nul(document: str, path: str) -> Any:
             return None
         value = value[key]
     return canonical(value) if isinstance(value, (dict, list)) else value
+
+
+def _object(payload: str) -> dict[str, Any]:
+    """A payload as a dict; {} for one that is not a JSON object (tampered: verify names it)."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def add_functions(conn: sqlite3.Connection) -> None:
@@ -412,15 +450,7 @@ APPLY: Mapping[str, Projection] = {
         "{e}at",
         bulk=True,
     ),
-    "citation_recorded": _insert(
-        "citations",
-        _p("citation_id"),
-        "{e}cell_id",
-        "{e}task_id",
-        *map(_p, ("role", "iteration", "source_id", "quote", "stance", "level", "finding")),
-        *map(_p, ("match_start", "match_end", "match_score")),
-        bulk=True,
-    ),
+    "citation_recorded": _no_projection,  # read from the log itself (`CITATIONS_VIEW`)
     "source_stored": _insert(
         "sources",
         *map(_p, ("source_id", "url", "final_url", "status", "content_type", "fetched_at")),
@@ -649,6 +679,13 @@ def _migrations() -> Any:
         # A dish made before sources had `note` (what a snapshot's text leaves out); m001 makes it now.
         if "note" not in {row[1] for row in db.execute("PRAGMA table_info(sources)").fetchall()}:
             db.execute("ALTER TABLE sources ADD COLUMN note TEXT")
+
+    @migrations(name=M005)
+    def m005(db: Any) -> None:
+        # Until m005 a table copied every citation out of its event; the events hold them all, so the
+        # copy goes (it is derived: nothing is lost) and a view reads the events in its place.
+        db.execute("DROP TABLE IF EXISTS citations")
+        db.execute(CITATIONS_VIEW)
 
     return migrations
 
@@ -1103,12 +1140,50 @@ class Store:
         return [_models().Verdict(**r) for r in self.verdict_rows(cell_id, iteration)]
 
     def citation_rows(self, cell_id: str | None = None) -> list[dict[str, Any]]:
-        if cell_id is None:
-            return self._rows("SELECT * FROM citations ORDER BY citation_id")
-        return self._rows("SELECT * FROM citations WHERE cell_id=? ORDER BY citation_id", (cell_id,))
+        """The citations of one cell (or of every cell), ordered by id, from their events.
+
+        Each payload is decoded here, not by SQLite's `json_extract`, which ends a string at an
+        escaped NUL; a key the payload lacks reads as None."""
+        sql = "SELECT cell_id, task_id, payload FROM events WHERE type = 'citation_recorded'"
+        rows = self.conn.execute(*((f"{sql} AND cell_id = ?", (cell_id,)) if cell_id else (sql,)))
+        out = []
+        for cell, task, payload in rows:
+            fields = _object(payload)
+            row = {name: fields.get(name) for name in CITATION_FIELDS}
+            row["cell_id"], row["task_id"] = cell, task
+            if isinstance(row["match_score"], int):
+                row["match_score"] = float(row["match_score"])
+            out.append(row)
+        return sorted(out, key=lambda row: str(row["citation_id"]))
+
+    def citation_quotes(self) -> list[tuple[Any, ...]]:
+        """(citation_id, source_id, quote, match_start, match_end) of every citation, ordered by id:
+        what `verify` checks. SQLite extracts them, but from a payload holding an escaped NUL."""
+        fields = ("citation_id", "source_id", "quote", "match_start", "match_end")
+        picks = ", ".join(f"json_extract(payload, '$.{name}')" for name in fields)
+        rows = self.conn.execute(
+            f"SELECT {picks}, CASE WHEN instr(payload, ?) THEN payload END FROM events "
+            "WHERE type = 'citation_recorded' AND json_valid(payload)",
+            (NUL,),
+        )
+        out = []
+        for *values, whole in rows:
+            if whole is not None:
+                payload = _object(whole)
+                values = [payload.get(name) for name in fields]
+            out.append(tuple(values))
+        return sorted(out, key=lambda row: str(row[0]))
 
     def citations(self, cell_id: str | None = None) -> list[Citation]:
-        return [_models().Citation(**r) for r in self.citation_rows(cell_id)]
+        from pydantic import ValidationError
+
+        try:
+            return [_models().Citation(**r) for r in self.citation_rows(cell_id)]
+        except ValidationError as exc:  # only an edited event can hold such a citation
+            raise DishError(
+                f"a citation of {cell_id or 'the dish'} cannot be read from its event ({exc.errors()[0]['msg']}); "
+                "the log was edited: run `petri verify`"
+            ) from None
 
     def source(self, source_id: str) -> Source:
         row = self._one("SELECT * FROM sources WHERE source_id=?", (source_id,))

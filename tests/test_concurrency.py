@@ -154,6 +154,7 @@ def test_processes_opening_an_unmigrated_dish_at_once_migrate_it_exactly_once(tm
             ("m002_usage_runners_blobs",),
             ("m003_usage_task_index",),
             ("m004_sources_note",),
+            ("m005_citations_read_from_the_log",),
         ]
         # The fast path that skips sqlite_utils must know every migration there is.
         assert tuple(name for (name,) in applied) == MIGRATION_NAMES

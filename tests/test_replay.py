@@ -95,13 +95,22 @@ def test_a_replay_equals_the_live_projections_value_for_value_and_type_for_type(
         for table in PROJECTIONS:
             assert typed_rows(fresh, table) == typed_rows(st.conn, table), table
         fresh.close()
-        quotes = [r[0] for r in st.conn.execute("SELECT quote FROM citations")]
+        citations = st.citation_rows()
+        quotes = [c["quote"] for c in citations]
+        viewed = [dict(r) for r in st.conn.execute("SELECT * FROM citations ORDER BY citation_id")]
         notes = [r[0] for r in st.conn.execute("SELECT note FROM evidence ORDER BY at")]
         costs = [r[0] for r in st.conn.execute("SELECT typeof(cost_usd) FROM usage")]
         claim, directive = st.conn.execute(
             "SELECT claim, directive FROM runs JOIN cells ON cell_id = root_cell_id"
         ).fetchone()
     assert NUL_QUOTE in quotes  # the NUL and what follows it survived, live and in replay
+    # The SQL view gives the same rows, value for value and type for type, but for the strings SQLite's
+    # json_extract ends at an escaped NUL.
+    nul = {c["citation_id"] for c in citations if any("\x00" in str(v) for v in c.values())}
+    assert nul and len(viewed) == len(citations) > len(nul)
+    assert [repr(c) for c in citations if c["citation_id"] not in nul] == [
+        repr(v) for v in viewed if v["citation_id"] not in nul
+    ]
     assert notes == [None]  # the second feed of the same source and iteration replaced the first
     assert costs == ["real"] * 3
     assert (claim, directive) == (
@@ -320,11 +329,6 @@ def seq_of(svc: Service, type_: str) -> int:
 @pytest.mark.parametrize(
     ("type_", "change", "error"),
     [
-        (
-            "citation_recorded",
-            lambda p: {k: v for k, v in p.items() if k != "quote"},
-            "NOT NULL constraint failed: citations.quote",
-        ),
         ("verdict_recorded", lambda p: [], "NOT NULL constraint failed: verdicts.role"),
         ("task_claimed", lambda p: {**p, "fence": None}, "NOT NULL constraint failed: tasks.fence"),
         (
@@ -348,6 +352,27 @@ def test_a_payload_replay_refuses_is_reported_naming_its_event(
     assert error in problems[1]
 
 
+def test_a_citation_event_stripped_of_its_quote_is_named_by_the_chain_and_the_quote_check(
+    tricky: Service,
+) -> None:
+    """A citation is read from its event (nothing to replay): the tampered event is named, and its
+    citation reads with no quote, which the quote check names too."""
+    seq = seq_of(tricky, "citation_recorded")
+    with without_triggers(tricky) as conn:
+        payload = json.loads(conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0])
+        del payload["quote"]
+        conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(payload), seq))
+    problems = tricky.verify().problems
+    assert problems == [
+        f"event {seq} (citation_recorded): content does not match its hash (tampered)",
+        f"citation {payload['citation_id']}: quote no longer found in {payload['source_id']}",
+    ]
+    with tricky.open() as st:
+        assert [c["quote"] for c in st.citation_rows() if c["citation_id"] == payload["citation_id"]] == [
+            None
+        ]
+
+
 def test_an_event_of_an_unknown_type_is_reported_naming_it(tricky: Service) -> None:
     seq = seq_of(tricky, "convergence_checked")
     with without_triggers(tricky) as conn:
@@ -368,3 +393,37 @@ def test_the_task_status_a_submit_reads_from_its_events_is_the_one_the_projectio
     }
     found = {type_: next(g for g in m.groups() if g) for type_, m in writes_status.items() if m}
     assert found == TASK_STATUS_AFTER
+
+
+OLD_CITATIONS = """CREATE TABLE citations (citation_id TEXT PRIMARY KEY, cell_id TEXT NOT NULL,
+    task_id TEXT NOT NULL, role TEXT NOT NULL, iteration INTEGER NOT NULL, source_id TEXT NOT NULL,
+    quote TEXT NOT NULL, stance TEXT NOT NULL, level INTEGER NOT NULL, finding TEXT NOT NULL,
+    match_start INTEGER NOT NULL, match_end INTEGER NOT NULL, match_score REAL NOT NULL)"""
+
+
+def test_a_dish_from_before_m005_trades_its_citations_table_for_the_view_and_reads_the_same(
+    tricky: Service,
+) -> None:
+    """Until m005 every citation was copied into a table. Opening such a dish drops the copy (the
+    events hold every citation) and reads the same citations, NUL and all, from the events."""
+    with tricky.open() as st:
+        before = st.citation_rows()
+    tricky.close()
+    fields = ", ".join(
+        f if f in ("cell_id", "task_id") else f"petri_json_extract(payload, '$.{f}')"
+        for f in store.CITATION_FIELDS
+    )
+    with raw(tricky) as conn:
+        store.add_functions(conn)
+        conn.execute("DROP VIEW citations")
+        conn.execute(OLD_CITATIONS)
+        conn.execute("CREATE INDEX citations_cell ON citations (cell_id)")
+        conn.execute(f"INSERT INTO citations SELECT {fields} FROM events WHERE type = 'citation_recorded'")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm005_citations_read_from_the_log'")
+        assert conn.execute("SELECT count(*) FROM citations").fetchone()[0] == len(before)
+    with Store(tricky.dish) as st:
+        kinds = dict(st.conn.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'citations%'"))
+        assert kinds == {"citations": "view"}  # the table and its index are gone
+        assert st.citation_rows() == before
+        assert any("\x00" in str(c["quote"]) for c in before)
+    assert tricky.verify().problems == []

@@ -16,6 +16,7 @@ from helpers import APPEND_ONLY_TRIGGERS as TRIGGERS
 from helpers import Clock, Driver, add_article, passing, raw, service, without_triggers
 
 from petri_core.cli import main
+from petri_core.errors import DishError
 from petri_core.service import Service
 from petri_core.store import event_hash
 
@@ -222,11 +223,30 @@ def test_a_payload_of_the_wrong_json_shape_is_reported_not_raised(
     assert "tampered" in result.stderr
 
 
-def test_a_citation_row_edited_to_an_invalid_value_is_reported_not_raised(svc: Service) -> None:
-    with raw(svc) as conn:
+def test_citations_cannot_be_edited_apart_from_their_events(svc: Service) -> None:
+    """Citations are a view of their events: there is no copy to edit, so none can drift."""
+    view = "cannot modify citations because it is a view"
+    with raw(svc) as conn, pytest.raises(sqlite3.OperationalError, match=view):
         conn.execute("UPDATE citations SET stance = 'bogus' WHERE citation_id LIKE '%#1'")
+    assert svc.verify().problems == []
+
+
+@pytest.mark.parametrize("payload", ["{not json", "[1, 2]"])
+def test_a_citation_payload_that_is_no_json_object_is_reported_and_the_cell_still_shows(
+    svc: Service, payload: str
+) -> None:
+    """Citations are read from their events, so a mangled one must not stop verify or `petri show`."""
+    seq = seq_of(svc, "citation_recorded")
+    with without_triggers(svc) as conn:
+        cell_id = conn.execute("SELECT cell_id FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (payload, seq))
     problems = svc.verify().problems
-    assert "projection citations differs from a replay of the events (2 rows)" in problems
+    assert f"event {seq} (citation_recorded): content does not match its hash (tampered)" in problems
+    shown = CliRunner().invoke(main, ["show", cell_id, "--json"], env={"PETRI_HOME": str(svc.dish)})
+    assert shown.exit_code == 0, shown.output
+    assert len(json.loads(shown.stdout)["citations"]) == 2  # the other citation, and the mangled one's row
+    with svc.open() as st, pytest.raises(DishError, match="cannot be read from its event"):
+        st.citations(cell_id)  # what the workflow reads says so, rather than failing somewhere inside
 
 
 def test_a_projection_key_set_to_null_is_reported_not_raised(svc: Service) -> None:
