@@ -5,11 +5,15 @@ The server is `petri mcp` with one more tool, `petri_noop`, which does nothing
 server and in the same loop: an MCP `ping` (no tool at all), `petri_heartbeat` (the cheapest Petri
 tool: one event in one write transaction) and `petri_status` for one small run (a read tool). The
 storage floor is a raw sqlite3 INSERT+COMMIT in WAL mode in a temp file; the service's own `submit`,
-timed in-process, shows the store's share.
+timed in-process, shows the store's share. The same submission after 3 ms asleep, after 3 ms
+spinning, and a fixed piece of plain Python after 3 ms asleep show what waiting between calls costs
+code on this machine, Petri's or not.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import sqlite3
@@ -158,12 +162,25 @@ def bare_commits(folder: Path, n: int, warmup: int, *, reconnect: bool) -> list[
     return out[warmup:]
 
 
+def spin(seconds: float) -> None:
+    """Wait without sleeping: the CPU stays busy, so it never idles."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def in_process(
-    svc: Service, source_id: str, tasks: list[tuple[str, str]], warmup: int, *, idle: float = 0.0
+    svc: Service,
+    source_id: str,
+    tasks: list[tuple[str, str]],
+    warmup: int,
+    *,
+    idle: float = 0.0,
+    busy: bool = False,
 ) -> dict[str, list[float]]:
-    """In-process submits, each after `idle` seconds asleep (as a server sits between calls): the
-    seconds of each ("wall"), of it inside SQLite's `execute` ("sql") and in its COMMIT ("commit"),
-    and its statement count ("statements")."""
+    """In-process submits, each after `idle` seconds asleep (as a server sits between calls), or
+    spinning when `busy`: the seconds of each ("wall"), of it inside SQLite's `execute` ("sql") and
+    in its COMMIT ("commit"), and its statement count ("statements")."""
     result = verdict(source_id)
     with svc._store() as st:  # the store this thread's calls use, kept open between them
         clock = TimedConnection(st.conn, lambda sql, args: "commit" if sql == "COMMIT" else "other")
@@ -172,7 +189,7 @@ def in_process(
     try:
         for task_id, lease in tasks:
             if idle:
-                time.sleep(idle)
+                (spin if busy else time.sleep)(idle)
             before, commit, count = sum(clock.seconds.values()), clock.seconds["commit"], clock.statements
             out["wall"].append(timed(lambda t=task_id, le=lease: svc.submit(t, le, result)))  # type: ignore[misc]
             out["sql"].append(sum(clock.seconds.values()) - before)
@@ -180,6 +197,28 @@ def in_process(
             out["statements"].append(clock.statements - count)
     finally:
         st.conn = clock.conn
+    return {name: samples[warmup:] for name, samples in out.items()}
+
+
+PLAIN = [{"k": i, "v": "x" * i, "l": list(range(i % 17))} for i in range(300)]
+
+
+def plain_python() -> None:
+    """A fixed piece of plain Python, no Petri in it (JSON both ways, SHA-256, a dict): about as long
+    as an in-process submit back to back."""
+    text = json.dumps(PLAIN)
+    hashlib.sha256(text.encode()).hexdigest()
+    {item["k"]: item for item in json.loads(text)}
+
+
+def plain_after(n: int, warmup: int, idle: float) -> dict[str, list[float]]:
+    """`plain_python` back to back ("now") and after `idle` seconds asleep ("rested"), alternating:
+    what waiting costs any code on this machine."""
+    out: dict[str, list[float]] = {"now": [], "rested": []}
+    for _ in range(n + warmup):
+        out["now"].append(timed(plain_python))
+        time.sleep(idle)
+        out["rested"].append(timed(plain_python))
     return {name: samples[warmup:] for name, samples in out.items()}
 
 
@@ -214,18 +253,21 @@ def run(sizes: Sizes) -> list[Row]:
         svc = Service(dish)
         source_id = add_source(svc)
         pages_n = 5 if sizes.quick else 20
-        tasks = claimed_investigations(svc, 3 * w + 1 + pages_n)
-        beat, mcp_tasks, alone, rested_tasks, page_tasks = (
+        tasks = claimed_investigations(svc, 4 * w + 1 + pages_n)
+        beat, mcp_tasks, alone, rested_tasks, busy_tasks, page_tasks = (
             tasks[0],
             tasks[1 : w + 1],
             tasks[w + 1 : 2 * w + 1],
             tasks[2 * w + 1 : 3 * w + 1],
-            tasks[3 * w + 1 :],
+            tasks[3 * w + 1 : 4 * w + 1],
+            tasks[4 * w + 1 :],
         )
         run_id = svc.status()["runs"][0]["run_id"]
         wire = anyio.run(over_stdio, dish, run_id, source_id, mcp_tasks, beat, warmup)
         local = in_process(svc, source_id, alone, warmup)
         rested = in_process(svc, source_id, rested_tasks, warmup, idle=IDLE)
+        spun = in_process(svc, source_id, busy_tasks, warmup, idle=IDLE, busy=True)
+        plain = plain_after(n, warmup, IDLE)
         pages = wal_pages(svc, source_id, page_tasks)
         opens = [timed(lambda: Store(dish).close()) for _ in range(w)][warmup:]
         commit = bare_commits(folder, n, warmup, reconnect=False)
@@ -277,6 +319,23 @@ def run(sizes: Sizes) -> list[Row]:
             "P1",
             "after sleeping ÷ back to back, in-process submit medians",
             statistics.median(rested["wall"]) / statistics.median(local["wall"]),
+            "×",
+        ),
+        spread(
+            "P1",
+            f"in-process `Service.submit`, each after {IDLE * 1000:.0f} ms spinning (busy: the CPU never idles)",
+            spun["wall"],
+        ),
+        spread(
+            "P1",
+            "a fixed piece of plain Python, no Petri (JSON, SHA-256, a dict), back to back",
+            plain["now"],
+        ),
+        spread("P1", f"… the same, each after {IDLE * 1000:.0f} ms asleep", plain["rested"]),
+        Row(
+            "P1",
+            "after sleeping ÷ back to back, plain Python medians (what waiting costs any code here)",
+            statistics.median(plain["rested"]) / statistics.median(plain["now"]),
             "×",
         ),
         spread("P1", "`Store(dish)` open + close (what each call paid before connections were kept)", opens),

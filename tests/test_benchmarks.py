@@ -66,6 +66,10 @@ def test_every_other_benchmark_yields_well_formed_rows_with_its_targets() -> Non
     assert 0 < commit.value < sql.value
     rested = next(r for r in rows if "ms asleep" in r.what)
     assert rested.n == whole.n and rested.value > 0
+    spun = next(r for r in rows if "ms spinning" in r.what)
+    assert spun.n == whole.n and spun.value > 0
+    plain = [r for r in rows if "plain Python" in r.what or r.what.startswith("… the same, each after")]
+    assert [r.n for r in plain[:2]] == [TINY.roundtrips] * 2 and plain[2].unit == "×", plain
     assert all(r.unit == "tokens" and r.value > 0 for r in rows if r.id == "P4")
     packet = next(r for r in rows if r.what.startswith("packet, 10 cells, iteration 3"))
     indented = next(r for r in rows if r.what.startswith("… that packet indented"))
