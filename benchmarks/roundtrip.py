@@ -213,7 +213,7 @@ def plain_python() -> None:
 
 def plain_after(n: int, warmup: int, idle: float) -> dict[str, list[float]]:
     """`plain_python` back to back ("now") and after `idle` seconds asleep ("rested"), alternating:
-    what waiting costs any code on this machine."""
+    what waiting costs code with no Petri in it."""
     out: dict[str, list[float]] = {"now": [], "rested": []}
     for _ in range(n + warmup):
         out["now"].append(timed(plain_python))
@@ -334,7 +334,7 @@ def run(sizes: Sizes) -> list[Row]:
         spread("P1", f"… the same, each after {IDLE * 1000:.0f} ms asleep", plain["rested"]),
         Row(
             "P1",
-            "after sleeping ÷ back to back, plain Python medians (what waiting costs any code here)",
+            "after sleeping ÷ back to back, plain Python medians (what waiting costs code with no Petri in it)",
             statistics.median(plain["rested"]) / statistics.median(plain["now"]),
             "×",
         ),
