@@ -84,8 +84,9 @@ MIGRATION_NAMES = (
     "m003_usage_task_index",
     "m004_sources_note",
     "m005_citations_read_from_the_log",
+    "m006_citations_by_cell",
 )
-M001, M002, M003, M004, M005 = MIGRATION_NAMES
+M001, M002, M003, M004, M005, M006 = MIGRATION_NAMES
 #: Projection tables a later migration added (an older dish gets them empty: it cannot hold their events).
 ADDED: Mapping[str, str] = {"usage": M002, "runners": M002}
 INDEXES = (
@@ -133,6 +134,9 @@ CITATIONS_VIEW = (
     )
     + " FROM events WHERE type = 'citation_recorded'"
 )
+#: A cell's citations without its other events (heartbeats, tasks, state changes): a partial index,
+#: so only a citation's own event pays for an entry.
+CITATIONS_INDEX = "CREATE INDEX events_citations ON events (cell_id, seq) WHERE type = 'citation_recorded'"
 #: Content-addressed storage (harness transcripts): written beside the event that names the hash,
 #: in the same transaction; never a projection, never updated or deleted.
 BLOBS_DDL = (
@@ -687,6 +691,10 @@ def _migrations() -> Any:
         db.execute("DROP TABLE IF EXISTS citations")
         db.execute(CITATIONS_VIEW)
 
+    @migrations(name=M006)
+    def m006(db: Any) -> None:
+        db.execute(CITATIONS_INDEX)
+
     return migrations
 
 
@@ -1140,7 +1148,8 @@ class Store:
         return [_models().Verdict(**r) for r in self.verdict_rows(cell_id, iteration)]
 
     def citation_rows(self, cell_id: str | None = None) -> list[dict[str, Any]]:
-        """The citations of one cell (or of every cell), ordered by id, from their events.
+        """The citations of one cell (by `CITATIONS_INDEX`) or of every cell, ordered by id, from
+        their events.
 
         Each payload is decoded here, not by SQLite's `json_extract`, which ends a string at an
         escaped NUL; a key the payload lacks reads as None."""

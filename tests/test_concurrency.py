@@ -155,6 +155,7 @@ def test_processes_opening_an_unmigrated_dish_at_once_migrate_it_exactly_once(tm
             ("m003_usage_task_index",),
             ("m004_sources_note",),
             ("m005_citations_read_from_the_log",),
+            ("m006_citations_by_cell",),
         ]
         # The fast path that skips sqlite_utils must know every migration there is.
         assert tuple(name for (name,) in applied) == MIGRATION_NAMES

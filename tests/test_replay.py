@@ -405,7 +405,8 @@ def test_a_dish_from_before_m005_trades_its_citations_table_for_the_view_and_rea
     tricky: Service,
 ) -> None:
     """Until m005 every citation was copied into a table. Opening such a dish drops the copy (the
-    events hold every citation) and reads the same citations, NUL and all, from the events."""
+    events hold every citation), indexes the citation events by cell (m006) and reads the same
+    citations, NUL and all, from the events."""
     with tricky.open() as st:
         before = st.citation_rows()
     tricky.close()
@@ -419,11 +420,22 @@ def test_a_dish_from_before_m005_trades_its_citations_table_for_the_view_and_rea
         conn.execute(OLD_CITATIONS)
         conn.execute("CREATE INDEX citations_cell ON citations (cell_id)")
         conn.execute(f"INSERT INTO citations SELECT {fields} FROM events WHERE type = 'citation_recorded'")
-        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm005_citations_read_from_the_log'")
+        conn.execute("DROP INDEX events_citations")
+        conn.execute(
+            "DELETE FROM _sqlite_migrations WHERE name IN (?, ?)",
+            ("m005_citations_read_from_the_log", "m006_citations_by_cell"),
+        )
         assert conn.execute("SELECT count(*) FROM citations").fetchone()[0] == len(before)
     with Store(tricky.dish) as st:
         kinds = dict(st.conn.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'citations%'"))
         assert kinds == {"citations": "view"}  # the table and its index are gone
+        plans: list[str] = []
+        st.conn.set_trace_callback(plans.append)
+        st.citation_rows("any-cell")
+        st.conn.set_trace_callback(None)
+        asked = plans[0].replace("'any-cell'", "?")
+        plan = st.conn.execute(f"EXPLAIN QUERY PLAN {asked}", ("x",)).fetchall()
+        assert "USING INDEX events_citations" in str([tuple(r) for r in plan])  # no other events read
         assert st.citation_rows() == before
         assert any("\x00" in str(c["quote"]) for c in before)
     assert tricky.verify().problems == []
