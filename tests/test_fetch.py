@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import ARTICLE, Clock, Driver, passing
+from helpers import ARTICLE, Clock, Driver, passing, raw
 from pdfs import make_pdf
 from webserver import serve
 
@@ -251,7 +249,7 @@ def test_a_dish_from_before_source_notes_gains_the_column_and_still_verifies(tmp
     with serve(routes()) as base:
         svc.fetch(f"{base}/plain")
     svc.close()
-    with closing(sqlite3.connect(svc.dish / "petri.db", isolation_level=None)) as conn:
+    with raw(svc) as conn:
         conn.execute("ALTER TABLE sources DROP COLUMN note")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_sources_note'")
     with Store(svc.dish) as st:
