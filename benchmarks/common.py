@@ -30,6 +30,7 @@ class Row:
     target: str = ""
     met: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    signed: bool = False  # a difference of medians: on a noisy run it can come out below zero
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,9 @@ def run_petri(args: Sequence[str], dish: Path | None = None) -> tuple[float, str
 
 def fmt_value(value: float, unit: str) -> str:
     if unit == "s":
-        if value < 0.001:
+        if abs(value) < 0.001:
             return f"{value * 1e6:,.0f} µs"
-        return f"{value * 1000:,.1f} ms" if value < 1 else f"{value:,.2f} s"
+        return f"{value * 1000:,.1f} ms" if abs(value) < 1 else f"{value:,.2f} s"
     if unit == "×":
         return f"{value:.2f}×"
     if float(value).is_integer():

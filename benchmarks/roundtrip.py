@@ -293,6 +293,7 @@ def run(sizes: Sizes) -> list[Row]:
             "submit round trip − no-op round trip − service inside, medians (the SDK's extra for submit)",
             med["submit"] - med["noop"] - med["submit inside"],
             "s",
+            signed=True,
         ),
         Row("P1", "submit ÷ status, medians", med["submit"] / med["status"], "×"),
         Row("P1", "submit ÷ ping, medians", med["submit"] / med["ping"], "×"),
