@@ -1154,7 +1154,7 @@ class Store:
         Each payload is decoded here, not by SQLite's `json_extract`, which ends a string at an
         escaped NUL; a key the payload lacks reads as None."""
         sql = "SELECT cell_id, task_id, payload FROM events WHERE type = 'citation_recorded'"
-        rows = self.conn.execute(*((f"{sql} AND cell_id = ?", (cell_id,)) if cell_id else (sql,)))
+        rows = self.conn.execute(*((f"{sql} AND cell_id = ?", (cell_id,)) if cell_id is not None else (sql,)))
         out = []
         for cell, task, payload in rows:
             fields = _object(payload)
