@@ -535,8 +535,11 @@ def backup(target: Path | None, listing: bool, as_json: bool) -> None:
         rows = svc.backups()
         if as_json:
             emit_json(rows)
+        elif not rows:
+            click.echo(f"no backups in {svc.dish / 'backups'}; make one with `petri backup`")
         for row in [] if as_json else rows:
-            click.echo(f"{row['path']}  {row['bytes']:,} bytes  {row['events']} events")
+            events = "unreadable" if row["events"] is None else f"{row['events']} events"
+            click.echo(f"{row['path']}  {row['bytes']:,} bytes  {events}")
         return
     path = svc.backup(target)
     emit_json({"backup": str(path)}) if as_json else click.echo(f"backup written to {path}")
@@ -550,16 +553,30 @@ def otel() -> None:
 @otel.command("export")
 @click.argument("run_id")
 @click.option("--endpoint", help="OTLP/HTTP base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the collector, retries included, per batch of 512 spans.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @domain_errors
-def otel_export(run_id: str, endpoint: str | None) -> None:
-    """Send a run as one trace: spans per cell, task and tool call."""
-    from .otel import export, plan
+def otel_export(run_id: str, endpoint: str | None, timeout: float, as_json: bool) -> None:
+    """Send a run as one trace: spans per cell, task and tool call.
+
+    Fails (exit 1) with the reason when the collector does not take every span."""
+    from .otel import export, plan, shown, traces_url
 
     svc = _service()
     with svc.open(create=False) as st, st.read():
         run = st.run(run_id).model_dump()
         events = st.events(run_id=run_id)
-    click.echo(f"sent {export(plan(run, events), endpoint)} spans for run {run_id}")
+    sent, url = export(plan(run, events), endpoint, timeout), shown(traces_url(endpoint))
+    if as_json:
+        emit_json({"run_id": run_id, "spans": sent, "endpoint": url})
+    else:
+        click.echo(f"sent {sent} spans for run {run_id} to {url}")
 
 
 @main.command()

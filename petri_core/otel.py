@@ -8,10 +8,14 @@ from the event log, so a finished run can be exported at any time, to any OTLP/H
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import Rejected
 from .models import Event
@@ -110,32 +114,107 @@ def plan(run: dict[str, Any], events: Iterable[Event]) -> SpanPlan:
     return root
 
 
-def export(tree: SpanPlan, endpoint: str | None = None) -> int:
-    """Send the span tree to an OTLP/HTTP endpoint; returns the number of spans sent."""
+BATCH = 512  # spans per OTLP request, as the SDK's batch processor sends them
+EXPORTER_LOG = "opentelemetry.exporter.otlp"
+
+
+def traces_url(endpoint: str | None) -> str:
+    """Where the spans go: `--endpoint` (a base URL), else the OTLP variables, as the SDK reads them."""
+    if endpoint:
+        return f"{endpoint.rstrip('/')}/v1/traces"
+    if url := os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return url
+    return f"{os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT', 'http://localhost:4318').rstrip('/')}/v1/traces"
+
+
+def shown(url: str) -> str:
+    """The URL as it may be printed: without user, password or query, which can hold a key."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class _Said(logging.Handler):
+    """Keeps what the exporter logs, so its retries do not flood the terminal and its last word can
+    explain a failure."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _why(messages: list[str]) -> str:
+    """The reason in what the exporter logged for one failed batch: its last specific message (the
+    final "due to timeout, max retries or shutdown" names none), trimmed."""
+    specific = [m for m in messages if "max retries or shutdown" not in m] or messages or ["no reply"]
+    why = specific[-1].removeprefix("Transient error ").split(" encountered while exporting")[0]
+    return why if len(why) <= 300 else f"{why[:299]}…"
+
+
+@contextmanager
+def _exporter_log() -> Iterator[_Said]:
+    log = logging.getLogger(EXPORTER_LOG)
+    said, propagate = _Said(), log.propagate
+    log.addHandler(said)
+    log.propagate = False
+    try:
+        yield said
+    finally:
+        log.removeHandler(said)
+        log.propagate = propagate
+
+
+def export(tree: SpanPlan, endpoint: str | None = None, timeout: float = 10.0) -> int:
+    """Send the span tree to an OTLP/HTTP endpoint; returns the number of spans sent.
+
+    The spans are made in memory first, then sent in batches; each batch may take `timeout` seconds,
+    retries included (the SDK's own backoff). The first batch that fails ends the export with a
+    `Rejected` that says where, why and how many spans had been sent: a run is never reported as
+    exported when it was not."""
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from opentelemetry.trace import set_span_in_context
     except ImportError:
         raise Rejected("OpenTelemetry is not installed", "pip install 'petri-core[otel]'") from None
-    exporter = (
-        OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
-    )
+    memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "petri"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("petri")
-    count = 0
 
     def emit(node: SpanPlan, parent: Any) -> None:
-        nonlocal count
         span = tracer.start_span(node.name, context=parent, start_time=node.start, attributes=node.attributes)
         for child in node.children:
             emit(child, set_span_in_context(span))
         span.end(end_time=max(node.end, node.start))
-        count += 1
 
     emit(tree, None)
+    spans = memory.get_finished_spans()
     provider.shutdown()
-    return count
+    url = traces_url(endpoint)
+    exporter = OTLPSpanExporter(endpoint=url, timeout=timeout)
+    sent = 0
+    try:
+        with _exporter_log() as said:
+            for start in range(0, len(spans), BATCH):
+                batch, mark = spans[start : start + BATCH], len(said.messages)
+                if exporter.export(batch) is not SpanExportResult.SUCCESS:
+                    raise Rejected(
+                        f"could not send the trace to {shown(url)} ({_why(said.messages[mark:])}); "
+                        f"{sent} of {len(spans)} spans were sent",
+                        "start an OTLP/HTTP collector there, or pass --endpoint URL "
+                        "(or set OTEL_EXPORTER_OTLP_ENDPOINT); --timeout SECONDS waits longer",
+                    )
+                sent += len(batch)
+    finally:
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+    return sent

@@ -681,6 +681,10 @@ def test_backup_writes_a_consistent_copy_lists_it_and_never_overwrites(tmp_path:
     s = svc()
     finished_leaf(s)
     events = len(s.log())
+    assert petri("backup", "--list").stdout == (
+        f"no backups in {home() / 'backups'}; make one with `petri backup`\n"
+    )
+    assert json.loads(petri("backup", "--list", "--json").stdout) == []
     out = petri("backup").stdout
     assert out.startswith(f"backup written to {home() / 'backups'}")
     listed = json.loads(petri("backup", "--list", "--json").stdout)
@@ -693,6 +697,9 @@ def test_backup_writes_a_consistent_copy_lists_it_and_never_overwrites(tmp_path:
     assert error("backup", "--to", str(target)) == (
         f"Error: {target} already exists; choose another file; backups never overwrite"
     )
+    (home() / "backups" / "zz-not-a-dish.db").write_bytes(b"not sqlite")
+    listing = petri("backup", "--list").stdout.splitlines()
+    assert len(listing) == 2 and listing[1].endswith("zz-not-a-dish.db  10 bytes  unreadable")
 
 
 # ---------------------------------------------------------------- verify, diagram
