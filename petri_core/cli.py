@@ -129,7 +129,7 @@ def status(run_id: str | None, as_json: bool) -> None:
 def _print_status(data: dict[str, Any]) -> None:
     click.echo(f"dish {data['dish']}  ·  {data['events']} events  ·  head {data['head'][:12]}")
     if not data["runs"]:
-        click.echo("no runs yet")
+        click.echo('no runs yet: start one with `petri run "CLAIM"`, or from an agent with petri_start')
     for run in data["runs"]:
         click.echo("")
         click.echo(
@@ -697,7 +697,14 @@ def diagram() -> None:
 
 
 @main.command()
-@click.option("--http", "port", type=int, default=None, help="Serve streamable HTTP on 127.0.0.1:PORT.")
+@click.option(
+    "--http",
+    "port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve streamable HTTP on 127.0.0.1:PORT.",
+)
+@domain_errors
 def mcp(port: int | None) -> None:
     """Run Petri's MCP server (stdio by default)."""
     if port is None:

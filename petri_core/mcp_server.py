@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -22,7 +23,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
-from .errors import PetriError
+from .errors import PetriError, Rejected
 from .models import (
     CellsOut,
     ClaimOut,
@@ -291,6 +292,13 @@ def serve_http(port: int) -> None:
     """`petri mcp --http PORT`: streamable HTTP bound to 127.0.0.1. (On stdio, `petri mcp` starts in
     `mcp_front.serve_stdio`, which answers the handshake while this module loads, then calls
     `serve_front`.)"""
+    with socket.socket() as probe:  # a taken port fails here, in one line, not in uvicorn's startup
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise Rejected(
+                f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}", "choose a free port: --http PORT"
+            ) from None
     _log_to_stderr()
     build().run("streamable-http", host="127.0.0.1", port=port)
 

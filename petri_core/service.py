@@ -68,6 +68,13 @@ DEFAULTS: dict[str, Any] = {
     "attempt_cap": 3,
     "lease_seconds": 900,
 }
+SETTING_RANGES: dict[str, tuple[int, int]] = {
+    "child_cap": (1, 12),
+    "max_depth": (0, 6),
+    "max_iterations": (1, 10),
+    "attempt_cap": (1, 10),
+    "lease_seconds": (30, 86400),
+}
 
 #: Stores a forked child inherited from its parent's threads: kept referenced, never used or closed
 #: (closing would drop locks and checkpoint the WAL under the parent's feet).
@@ -338,17 +345,16 @@ class Service:
         if unknown:
             raise Rejected(f"unknown settings {sorted(unknown)}", f"allowed: {', '.join(DEFAULTS)}")
         values = {**DEFAULTS, **settings}
-        if not (
-            1 <= values["child_cap"] <= 12
-            and 0 <= values["max_depth"] <= 6
-            and 1 <= values["max_iterations"] <= 10
-            and 1 <= values["attempt_cap"] <= 10
-            and 30 <= values["lease_seconds"] <= 86400
-        ):
+        wrong = [
+            f"{key} {values[key]!r}"
+            for key, (low, high) in SETTING_RANGES.items()
+            if type(values[key]) is not int or not low <= values[key] <= high
+        ]
+        if wrong:
             raise Rejected(
-                "a setting is out of range",
-                "child_cap 1-12, max_depth 0-6, max_iterations 1-10, "
-                "attempt_cap 1-10, lease_seconds 30-86400",
+                f"out of range: {', '.join(wrong)}",
+                "whole numbers within "
+                + ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in SETTING_RANGES.items()),
             )
         clar = _clarifications(clarifications)
         now = self.now()

@@ -219,7 +219,7 @@ def test_status_of_an_empty_dish_says_no_runs_yet() -> None:
     petri("init")
     out = petri("status").stdout.splitlines()
     assert out[0] == f"dish {home()}  ·  0 events  ·  head {'0' * 12}"
-    assert out[1:] == ["no runs yet"]
+    assert out[1:] == ['no runs yet: start one with `petri run "CLAIM"`, or from an agent with petri_start']
 
 
 def test_status_shows_runs_cells_tasks_leases_and_the_inbox() -> None:

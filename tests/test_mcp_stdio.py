@@ -178,3 +178,35 @@ async def test_streamable_http_on_loopback(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=10)
     assert len(Service(tmp_path / ".petri").status()["runs"]) == 2
+
+
+def test_http_on_a_taken_or_impossible_port_fails_in_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    env = {**os.environ, "PETRI_HOME": str(tmp_path / ".petri")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [sys.executable, "-m", "petri_core", "mcp", "--http", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert busy.returncode == 1 and busy.stdout == ""
+    assert (
+        busy.stderr
+        == f"Error: cannot serve on 127.0.0.1:{port}: Address already in use; choose a free port: --http PORT\n"
+    )
+    wild = subprocess.run(
+        [sys.executable, "-m", "petri_core", "mcp", "--http", "99999"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wild.returncode == 2 and "Traceback" not in wild.stderr
+    assert "Invalid value for '--http': 99999 is not in the range 1<=x<=65535" in wild.stderr

@@ -200,6 +200,14 @@ def test_start_rejects_bad_input(tmp_path: Path) -> None:
         svc.start("x " * 600)
     with pytest.raises(Rejected, match="unknown settings"):
         svc.start("A claim", child_caps=3)
+    with pytest.raises(Rejected) as wrong:
+        svc.start("A claim", max_depth=-3, lease_seconds=10, child_cap=True)  # type: ignore[arg-type]
+    assert str(wrong.value) == (
+        "out of range: child_cap True, max_depth -3, lease_seconds 10; whole numbers within child_cap 1-12, "
+        "max_depth 0-6, max_iterations 1-10, attempt_cap 1-10, lease_seconds 30-86400"
+    )
+    started = svc.start("A claim", max_depth=0, lease_seconds=30).run_id
+    assert [run["run_id"] for run in svc.status()["runs"]] == [started]  # the refused ones left nothing
 
 
 def test_resolve_in_the_wrong_state_names_the_allowed_moves(ready: tuple[Service, str, str, str]) -> None:
