@@ -48,6 +48,11 @@ convergence check runs in the same transaction as the submission that completes 
 ```mermaid
 {mermaid(RUN_TABLE, "intake")}```
 
+A run is `complete` while its root and every other cell of the run are final (`root_final`). A
+cell reopened under a final root (new evidence from `petri feed`) makes the run grow again
+(`reopened`), so its tasks are dispatched, until it is final once more; the root's flag waits for
+a human either way.
+
 ## Roles
 
 | role | phase | gating | pass | block | citations needed |

@@ -272,14 +272,18 @@ class Service:
         return done
 
     def _run_progress(self, st: Store, run_id: str) -> list[NewEvent]:
+        """The run's next state, if its cells moved it. A run is complete while its root and every
+        other cell of it are final: a cell reopened under a final root (new evidence) makes the run
+        grow again until that cell is final once more, so its work is dispatched, not orphaned."""
         run = st.run(run_id)
         counts = st.cell_counts(run_id)
         root = st.cell(run.root_cell_id)
         pending = any(counts.get(s) for s in PENDING_STATES)
+        settled = root.state in FINAL_STATES and all(s in FINAL_STATES for s, n in counts.items() if n)
         trigger = None
-        if run.state in ("decomposing", "growing") and root.state in FINAL_STATES:
+        if run.state in ("decomposing", "growing") and settled:
             trigger = "root_final"
-        elif run.state == "complete" and root.state not in FINAL_STATES:
+        elif run.state == "complete" and not settled:
             trigger = "reopened"
         elif run.state == "decomposing" and not pending:
             trigger = "decomposition_done"

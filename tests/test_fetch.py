@@ -177,12 +177,26 @@ def test_feed_reopens_a_validated_cell_with_the_evidence_in_its_packet(tmp_path:
     assert out.cell_state == "research"
     assert svc.open().cell(run.root_cell_id).flagged == f"{child} was reopened by new evidence"
     assert any(h.cell_id == run.root_cell_id for h in svc.next(run.run_id).needs_human)
-    task = next(t for t in svc.next(run.run_id).tasks if t.cell_id == child)
-    packet = svc.claim(task.task_id, task.agent).context
+    reopened = svc.next(run.run_id)
+    assert (reopened.run_state, reopened.done) == ("growing", False)  # its work is dispatched, not orphaned
+    task = next(t for t in reopened.tasks if t.cell_id == child)
+    claimed = svc.claim(task.task_id, task.agent)
+    packet = claimed.context
     assert packet["new_evidence"][0]["source_id"] == new and packet["directive"] == "check the café data"
     assert packet["cell"]["iteration"] == 2
     assert len(svc.log(types=["verdict_recorded"])) == before  # old verdicts stay in the log
     assert json.loads(json.dumps(svc.status()))["needs_human"]
+    svc.submit(task.task_id, claimed.lease, ok[task.role])
+    for _ in range(10):
+        for t in svc.next(run.run_id).tasks:
+            svc.submit(t.task_id, svc.claim(t.task_id, t.agent).lease, ok[t.role])
+    again = svc.next(run.run_id)
+    assert svc.open().cell(child).state == "validated" and (again.run_state, again.done) == ("complete", True)
+    assert [e["payload"]["trigger"] for e in svc.log(run.run_id, types=["run_state_changed"])][-2:] == [
+        "reopened",
+        "root_final",
+    ]
+    assert [h.cell_id for h in again.needs_human] == [run.root_cell_id]  # the root's flag waits for a human
 
 
 def article_pdf() -> bytes:

@@ -391,6 +391,26 @@ def test_a_budget_stops_dispatching_and_a_raised_budget_resumes_the_run(bench: B
     assert last["usage"]["processes"] == 3
 
 
+def test_new_evidence_on_a_complete_run_is_researched_by_a_resumed_runner(bench: Bench) -> None:
+    """`petri feed` reopens a cell under a final root: the run grows again, so `petri run --resume`
+    dispatches the reopened cell's tasks instead of stopping at once as "complete"."""
+    first = bench.run(SOLAR, *TREE, "-j", "2")
+    run_id, child = first["run_id"], f"{first['run_id']}-1-01"
+    assert (first["stopped"], first["run_state"]) == ("done", "complete")
+    svc = bench.svc()
+    update = add_article(svc, url="https://example.org/update").source_id
+    svc.feed(child, update, note="check the newer count")
+    assert svc.next(run_id).done is False
+    again = bench.run("--resume", run_id)
+    assert (again["stopped"], again["run_state"], again["root_state"]) == ("done", "complete", "validated")
+    reopened = [
+        e for e in bench.events("task_created") if e["cell_id"] == child and e["payload"]["iteration"] == 2
+    ]
+    assert reopened and again["this_runner"]["started"] == len(reopened)
+    assert bench.svc().open().cell(child).state == "validated"
+    assert [h.cell_id for h in bench.svc().next(run_id).needs_human] == [f"{run_id}-0-01"]  # the root's flag
+
+
 # ---------------------------------------------------------------- (e) Ctrl-C
 
 
