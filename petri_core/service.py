@@ -433,7 +433,9 @@ class Service:
             open_ = st.open_tasks()
             leased = sum(1 for t in open_ if t.status == "leased" and t.cell_id in scope)
             waiting = [t for t in open_ if t.status == "ready" and t.cell_id in scope and t.ready_at > now]
-        done = run.state == "complete"
+        # Complete and nothing left to dispatch or wait for (a dish from before runs grew again on
+        # new evidence can hold a complete run with a reopened cell's tasks: those still run).
+        done = run.state == "complete" and not (tasks or leased or waiting)
         if done:
             hint = f"run complete; report with `petri report {run.run_id}`"
         elif run.state == "halted":

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import ARTICLE, Clock, Driver, passing, raw
+from helpers import ARTICLE, Clock, Driver, add_article, passing, raw, service
 from pdfs import make_pdf
 from webserver import serve
 
 from petri_core.cli import main
 from petri_core.errors import Rejected
 from petri_core.fetch import MAX_PDF_PAGES, FetchPolicy, fetch_url, page_text
+from petri_core.machine import NewEvent
 from petri_core.service import Service
 from petri_core.store import Store
 
@@ -197,6 +198,33 @@ def test_feed_reopens_a_validated_cell_with_the_evidence_in_its_packet(tmp_path:
         "root_final",
     ]
     assert [h.cell_id for h in again.needs_human] == [run.root_cell_id]  # the root's flag waits for a human
+
+
+def test_a_complete_run_with_work_left_is_not_done(tmp_path: Path) -> None:
+    """A dish written before a reopened run grew again holds a complete run whose reopened cell has
+    a ready task: petri_next offers the task and does not say done, so it is still researched."""
+    svc = service(tmp_path, Clock())
+    ok = passing(add_article(svc).source_id)
+    run = svc.start("The downtown traffic count fell after the lanes opened", preset="quick", max_depth=0)
+    Driver(svc, lambda task, claim: ok[task.role]).drain(run.run_id)
+    svc.feed(run.root_cell_id, add_article(svc, url="https://example.org/update").source_id)
+    st = svc.open()
+    with st.write():  # what the older code left: the run still complete
+        st.append(
+            [
+                NewEvent(
+                    "run_state_changed",
+                    {"from": "growing", "to": "complete", "trigger": "root_final"},
+                    run.run_id,
+                )
+            ],
+            svc.now(),
+        )
+    stuck = svc.next(run.run_id)
+    assert stuck.run_state == "complete" and [t.role for t in stuck.tasks] == ["investigator"]
+    assert stuck.done is False and stuck.hint.startswith("dispatch every task to its agent")
+    Driver(svc, lambda task, claim: ok[task.role]).drain(run.run_id)
+    assert svc.next(run.run_id).done is True and svc.open().cell(run.root_cell_id).iteration == 2
 
 
 def article_pdf() -> bytes:
