@@ -172,27 +172,60 @@ PHASE_OF_STATE: Mapping[str, Phase] = {
 }
 
 
+#: Triggers a person fires (`petri resolve`, `petri approve`, `petri halt`/`resume`), as the CLI
+#: names them. A refused human action lists only these: the others are the machine's own moves.
+HUMAN_CELL_ACTIONS: Mapping[str, str] = {
+    "requeue": "requeue",
+    "close": "close",
+    "split": "split",
+    "reopen": "reopen",
+    "approved": "approve",
+    "rejected": "approve --reject",
+}
+HUMAN_RUN_ACTIONS: Mapping[str, str] = {"halt": "halt", "resume": "resume"}
+
+
+def _allowed(rows: Iterable[Transition], trigger: str, human: Mapping[str, str], none: str) -> str:
+    """What may happen now, for the refusal of `trigger`: a human's refused action lists the actions
+    a human has (or why there are none); any other lists every trigger of the state."""
+    triggers = sorted({t.trigger for t in rows})
+    if trigger in human:
+        triggers = [human[t] for t in triggers if t in human]
+    return f"allowed now: {', '.join(triggers)}" if triggers else none
+
+
 def select(table: Iterable[Transition], state: str, trigger: str, ctx: Ctx) -> Transition:
     """The first row for (state, trigger) whose guard holds; a Rejected names the allowed triggers."""
     rows = [t for t in table if t.source == state]
     for row in rows:
         if row.trigger == trigger and (row.guard is None or GUARDS[row.guard](ctx)):
             return row
-    allowed = sorted({t.trigger for t in rows}) or ["none: the state is final"]
-    raise Rejected(f"cannot {trigger} a cell in state `{state}`", f"allowed now: {', '.join(allowed)}")
+    none = (
+        "nothing a human can do while agents work on it: wait until it is final or stalled, "
+        "or `petri halt` its run"
+        if rows
+        else "none: the state is final"
+    )
+    raise Rejected(
+        f"cannot {HUMAN_CELL_ACTIONS.get(trigger, trigger)} a cell in state `{state}`",
+        _allowed(rows, trigger, HUMAN_CELL_ACTIONS, none),
+    )
 
 
 def select_run(state: str, trigger: str, decomposition_pending: bool = False) -> Transition:
     """The run table's row for (state, trigger)."""
-    for row in RUN_TABLE:
-        if (
-            row.source == state
-            and row.trigger == trigger
-            and (row.guard is None or RUN_GUARDS[row.guard](decomposition_pending))
-        ):
+    rows = [t for t in RUN_TABLE if t.source == state]
+    for row in rows:
+        if row.trigger == trigger and (row.guard is None or RUN_GUARDS[row.guard](decomposition_pending)):
             return row
-    allowed = sorted({t.trigger for t in RUN_TABLE if t.source == state}) or ["none"]
-    raise Rejected(f"cannot {trigger} a run in state `{state}`", f"allowed now: {', '.join(allowed)}")
+    none = (
+        "none: the run is complete; reopen a cell (`petri resolve CELL --reopen`, or `petri feed`) to continue it"
+        if state == "complete"
+        else "none"
+    )
+    raise Rejected(
+        f"cannot {trigger} a run in state `{state}`", _allowed(rows, trigger, HUMAN_RUN_ACTIONS, none)
+    )
 
 
 def cell_states() -> list[str]:

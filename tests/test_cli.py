@@ -568,11 +568,11 @@ def test_resolve_in_the_wrong_state_is_an_error_naming_what_is_allowed() -> None
     run = leaf_run(s)
     cell = run.root_cell_id
     before = len(s.log())
-    assert error("resolve", cell, "--requeue") == (
-        "Error: cannot requeue a cell in state `research`; allowed now: phase_done, task_stalled"
-    )
-    assert error("resolve", cell, "--close", "validated") == (
-        "Error: cannot close a cell in state `research`; allowed now: phase_done, task_stalled"
+    busy = "nothing a human can do while agents work on it: wait until it is final or stalled, or `petri halt` its run"
+    assert error("resolve", cell, "--requeue") == f"Error: cannot requeue a cell in state `research`; {busy}"
+    assert (
+        error("resolve", cell, "--close", "validated")
+        == f"Error: cannot close a cell in state `research`; {busy}"
     )
     assert error(
         "resolve", cell, "--split", "Panels in Spain pay back fast", "--split", "Norway is slower"
@@ -635,8 +635,14 @@ def test_halt_and_resume_a_run_and_refuse_doing_either_twice() -> None:
     assert error("halt", run.run_id) == "Error: cannot halt a run in state `halted`; allowed now: resume"
     assert petri("resume", run.run_id).stdout == f"{run.run_id}: growing\n"
     assert [t.task_id for t in s.next(run.run_id).tasks] == [run.tasks[0].task_id]
-    assert error("resume", run.run_id) == "Error: cannot resume a run in state `growing`; allowed now: " + (
-        "decomposition_resumed, halt, root_final"
+    assert error("resume", run.run_id) == "Error: cannot resume a run in state `growing`; allowed now: halt"
+
+
+def test_halting_a_complete_run_says_how_to_continue_it() -> None:
+    run = finished_leaf(svc())
+    assert error("halt", run.run_id) == (
+        "Error: cannot halt a run in state `complete`; none: the run is complete; reopen a cell "
+        "(`petri resolve CELL --reopen`, or `petri feed`) to continue it"
     )
 
 

@@ -79,10 +79,22 @@ def test_each_state_trigger_pair_ends_in_an_unguarded_fallback_or_exclusive_guar
 
 
 def test_select_names_the_allowed_triggers_when_a_trigger_is_illegal() -> None:
+    ctx = Ctx(preset=PRESETS["standard"])
     with pytest.raises(Rejected) as err:
-        select(CELL_TABLE, "research", "approved", Ctx(preset=PRESETS["standard"]))
-    assert "cannot approved a cell in state `research`" in str(err.value)
-    assert "allowed now: phase_done, task_stalled" in str(err.value)
+        select(CELL_TABLE, "research", "evaluated", ctx)
+    assert (
+        str(err.value) == "cannot evaluated a cell in state `research`; allowed now: phase_done, task_stalled"
+    )
+    # A human's refused action names only what a human can do, as the CLI spells it.
+    with pytest.raises(Rejected) as err:
+        select(CELL_TABLE, "research", "approved", ctx)
+    assert str(err.value).startswith("cannot approve a cell in state `research`; nothing a human can do")
+    with pytest.raises(Rejected) as err:
+        select(CELL_TABLE, "awaiting_approval", "requeue", ctx)
+    assert str(err.value).endswith("; allowed now: approve, approve --reject")
+    with pytest.raises(Rejected) as err:
+        select(CELL_TABLE, "validated", "close", ctx)
+    assert str(err.value).endswith("; allowed now: reopen")
 
 
 def test_guards_route_by_preset() -> None:

@@ -217,7 +217,7 @@ def test_resolve_in_the_wrong_state_names_the_allowed_moves(ready: tuple[Service
         svc,
         lambda: svc.resolve(cell, "requeue"),
         "cannot requeue a cell in state `research`",
-        "allowed now: phase_done, task_stalled",
+        "nothing a human can do while agents work on it",
     )
     rejected(svc, lambda: svc.resolve(cell, "split", children=["a", "b"]), "split only a stalled cell")
     rejected(svc, lambda: svc.resolve(cell, "acknowledge"), "is not flagged")
