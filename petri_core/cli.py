@@ -225,7 +225,10 @@ def show(cell_id: str, as_json: bool) -> None:
     if data["citations"]:
         click.echo("  citations:")
         for c in data["citations"]:
-            click.echo(safe(f"    [{c['stance']} L{c['level']}] {c['source_id']}: “{c['quote'][:160]}”"))
+            who = f"i{c['iteration']} {c['role']}"  # roles may cite one passage each: say whose this is
+            click.echo(
+                safe(f"    {who} [{c['stance']} L{c['level']}] {c['source_id']}: “{c['quote'][:160]}”")
+            )
 
 
 @main.command()
@@ -267,10 +270,41 @@ def log(
     follow: bool,
     idle_exit: float | None,
 ) -> None:
-    """The event log, oldest first (by sequence number); --follow tails it."""
+    """The event log, oldest first (by sequence number); --follow tails it (Ctrl-C ends it)."""
+    from .store import APPLY
+
+    unknown = sorted(set(types) - APPLY.keys())
+    if unknown:
+        raise click.BadParameter(
+            f"unknown event type {', '.join(unknown)}; the types are {', '.join(sorted(APPLY))}",
+            param_hint="--type",
+        )
+    svc = _service()
+    with svc.open(create=False) as st, st.read():  # an unknown run or cell is an error, not an empty log
+        if run_id:
+            st.run(run_id)
+        if cell_id:
+            st.cell(cell_id)
+    try:
+        _print_log(svc, run_id, cell_id, types, after, limit, role, as_json, follow, idle_exit)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # as `tail -f` ends: quietly
+
+
+def _print_log(
+    svc: Any,
+    run_id: str | None,
+    cell_id: str | None,
+    types: tuple[str, ...],
+    after: int,
+    limit: int | None,
+    role: str | None,
+    as_json: bool,
+    follow: bool,
+    idle_exit: float | None,
+) -> None:
     import time
 
-    svc = _service()
     last, idle_since = after, time.monotonic()
     while True:
         events = svc.log(run_id, cell_id, last, types, None if (follow or role) else limit)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -300,7 +301,7 @@ def test_show_prints_a_cells_claim_tasks_verdicts_and_citations() -> None:
     assert f"    {run.root_cell_id}.i1.investigator  done  attempt 1" in out
     assert "    i1 investigator: EVIDENCE_SUFFICIENT — two primary sources agree" in out
     assert "    i1 evaluator: EVIDENCE_CONFIRMS — confirmed" in out
-    cited = [line for line in out if line.startswith("    [supports L2] src-")]
+    cited = [line for line in out if line.startswith("    i1 investigator [supports L2] src-")]
     assert len(cited) == 2
 
 
@@ -428,7 +429,27 @@ def test_log_filters_by_type_cell_after_and_limit() -> None:
         )
         == [s for s in changed if s in cell and s > cell[3]][:2]
     )
-    assert petri("log", "--type", "no_such_type").stdout == ""
+    wrong_type = usage_error("log", "--type", "cell_state_changed", "--type", "no_such_type")
+    assert "Invalid value for --type: unknown event type no_such_type; the types are " in wrong_type
+    assert error("log", "nope") == "Error: no run 'nope'; list runs with petri_status (or `petri status`)"
+    assert error("log", "--cell", "nope").startswith("Error: no cell 'nope'")
+
+
+def test_log_follow_ends_quietly_on_ctrl_c() -> None:
+    finished_leaf(svc())
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "petri_core", "log", "--follow"],
+        env={**os.environ, "PETRI_HOME": str(home())},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    first = follower.stdout.readline()  # the log is being printed: the loop is running
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=30)
+    assert first.split()[0] == "1" and follower.returncode == 130
+    assert err == ""  # no "Aborted!", no traceback
 
 
 def test_log_filters_by_role() -> None:
