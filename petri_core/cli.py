@@ -271,6 +271,8 @@ def log(
     idle_exit: float | None,
 ) -> None:
     """The event log, oldest first (by sequence number); --follow tails it (Ctrl-C ends it)."""
+    import time
+
     from .store import APPLY
 
     unknown = sorted(set(types) - APPLY.keys())
@@ -286,54 +288,37 @@ def log(
         if cell_id:
             st.cell(cell_id)
     try:
-        _print_log(svc, run_id, cell_id, types, after, limit, role, as_json, follow, idle_exit)
+        last, idle_since = after, time.monotonic()
+        while True:
+            events = svc.log(run_id, cell_id, last, types, None if (follow or role) else limit)
+            shown = 0
+            for event in events:
+                last = event["seq"]
+                if role and not _has_role(event, role):
+                    continue
+                if limit is not None and not follow and shown >= limit:
+                    break
+                shown += 1
+                if as_json:
+                    emit_json(event, indent=None)  # one event per line
+                else:
+                    where = event["task_id"] or event["cell_id"] or event["run_id"] or "-"
+                    click.echo(
+                        safe(
+                            f"{event['seq']:>6}  {event['at'][:19]}  {event['type']:<20} {where}  {_event_detail(event)}"
+                        )
+                    )
+            if not follow:
+                return
+            sys.stdout.flush()
+            now = time.monotonic()
+            if events:
+                idle_since = now
+            elif idle_exit is not None and now - idle_since >= idle_exit:
+                return
+            time.sleep(0.2)
     except KeyboardInterrupt:
         raise SystemExit(130) from None  # as `tail -f` ends: quietly
-
-
-def _print_log(
-    svc: Any,
-    run_id: str | None,
-    cell_id: str | None,
-    types: tuple[str, ...],
-    after: int,
-    limit: int | None,
-    role: str | None,
-    as_json: bool,
-    follow: bool,
-    idle_exit: float | None,
-) -> None:
-    import time
-
-    last, idle_since = after, time.monotonic()
-    while True:
-        events = svc.log(run_id, cell_id, last, types, None if (follow or role) else limit)
-        shown = 0
-        for event in events:
-            last = event["seq"]
-            if role and not _has_role(event, role):
-                continue
-            if limit is not None and not follow and shown >= limit:
-                break
-            shown += 1
-            if as_json:
-                emit_json(event, indent=None)  # one event per line
-            else:
-                where = event["task_id"] or event["cell_id"] or event["run_id"] or "-"
-                click.echo(
-                    safe(
-                        f"{event['seq']:>6}  {event['at'][:19]}  {event['type']:<20} {where}  {_event_detail(event)}"
-                    )
-                )
-        if not follow:
-            return
-        sys.stdout.flush()
-        now = time.monotonic()
-        if events:
-            idle_since = now
-        elif idle_exit is not None and now - idle_since >= idle_exit:
-            return
-        time.sleep(0.2)
 
 
 def _has_role(event: dict[str, Any], role: str) -> bool:
