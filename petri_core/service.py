@@ -567,6 +567,11 @@ class Service:
         """`task`, if `lease` is its current, unexpired lease; else why not and what to do."""
         task_id = task.task_id
         if task.status != "leased" or task.lease != lease:
+            if task.status == "ready" and not task.fence:  # no lease was ever handed out
+                raise Rejected(
+                    f"task {task_id} is not claimed; lease {lease!r} was never issued for it",
+                    f"claim it with petri_claim(task_id={task_id!r}, worker) and use the lease it returns",
+                )
             if task.status == "leased":
                 problem = f"lease {lease!r} is stale: task {task_id} is now leased to {task.worker}"
             elif task.status == "ready":

@@ -141,6 +141,30 @@ def test_a_stale_lease(ready: tuple[Service, str, str, str]) -> None:
     )
 
 
+def test_a_submission_or_heartbeat_before_any_claim_says_to_claim_first(tmp_path: Path) -> None:
+    clock = Clock()
+    svc = service(tmp_path, clock)
+    source = add_article(svc)
+    task = (
+        svc.start("Heat pumps cut household heating emissions", preset="quick", max_depth=0).tasks[0].task_id
+    )
+    for call in (
+        lambda: svc.submit(task, "1.made-up", passing(source.source_id)["investigator"]),
+        lambda: svc.heartbeat(task, "1.made-up"),
+    ):
+        rejected(
+            svc,
+            call,
+            f"task {task} is not claimed; lease '1.made-up' was never issued for it",
+            f"claim it with petri_claim(task_id='{task}', worker) and use the lease it returns",
+        )
+    lease = svc.claim(task, "petri-investigator").lease
+    clock.advance(3600)
+    svc.next()  # reaps the expired lease: the task is ready again, and was claimed once
+    message = rejected(svc, lambda: svc.heartbeat(task, lease), f"lease '{lease}' is stale")
+    assert "was returned to the queue" in message
+
+
 def test_an_unknown_task(ready: tuple[Service, str, str, str]) -> None:
     svc, _, lease, src = ready
     rejected(
