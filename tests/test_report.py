@@ -44,6 +44,22 @@ def test_markdown_report_of_a_finished_scenario_matches_the_golden_file(tmp_path
     assert text == GOLDEN.read_text(), "report changed: review it, then PETRI_UPDATE_GOLDEN=1 pytest"
 
 
+def test_a_verdict_whose_premise_was_reopened_is_reported_under_review(tmp_path: Path) -> None:
+    svc, run_id = finished_scenario(tmp_path)
+    root = svc.open().run(run_id).root_cell_id
+    assert "Under review" not in svc.report(run_id)
+    child = next(c.cell_id for c in svc.open().cells(run_id) if c.cell_id != root and c.state == "validated")
+    svc.feed(child, add_article(svc, url="https://example.org/<b>update</b>").source_id)
+    md, html = svc.report(run_id), svc.report(run_id, "html")
+    verdict = md.split("\n\n")[1]
+    assert verdict.startswith("**Verdict: validated**")
+    assert md.split("\n\n")[2] == (
+        f"**Under review:** {child} was reopened by new evidence; this verdict stands until a human "
+        'reopens or acknowledges it (see "Waiting for a human").'
+    )
+    assert f'<p class="review"><strong>Under review:</strong> {child} was reopened by new evidence;' in html
+
+
 def test_html_report_escapes_script_planted_in_a_title_a_quote_and_a_summary(tmp_path: Path) -> None:
     svc = service(tmp_path, Clock())
     evil = "<script>alert('x')</script>"
