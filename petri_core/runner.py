@@ -152,6 +152,17 @@ class Usage:
     model_calls: int = 0
     model: str | None = None
 
+    @property
+    def tokens(self) -> int:
+        """Every token measured, as budgets and `petri status` count them (cache and reasoning too)."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+            + self.reasoning_tokens
+        )
+
     def as_payload(self) -> dict[str, Any]:
         # A harness that reports NaN or an infinite cost (JSON allows neither; the log refuses them)
         # is recorded as having reported none.
@@ -788,7 +799,7 @@ class Runner:
             usage=usage.as_payload(),
             transcript=stdout,
         )
-        cost = f" · {usage.input_tokens + usage.output_tokens:,} tokens · ${usage.cost_usd:.4f}"
+        cost = f" · {usage.tokens:,} tokens · ${usage.cost_usd:.4f}"
         if outcome == "submitted":
             self.tally.submitted += 1
             self.pause_streak = 0

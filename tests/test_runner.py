@@ -59,8 +59,14 @@ class Bench:
     def environ(self, plan: dict[str, list[str]] | None) -> dict[str, str]:
         return {**self.env, "FAKE_PLAN": json.dumps(plan or {})}
 
-    def run(self, *args: str, plan: dict[str, list[str]] | None = None, code: int = 0) -> dict[str, Any]:
-        """`petri run … --json` to its end; returns the summary."""
+    def run(
+        self,
+        *args: str,
+        plan: dict[str, list[str]] | None = None,
+        code: int = 0,
+        progress: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """`petri run … --json` to its end; returns the summary (and the progress lines, if asked)."""
         proc = subprocess.run(
             self.argv(*args, "--json"),
             env=self.environ(plan),
@@ -70,6 +76,8 @@ class Bench:
             timeout=120,
         )
         assert proc.returncode == code, proc.stderr
+        if progress is not None:
+            progress.extend(proc.stderr.splitlines())
         summary: dict[str, Any] = json.loads(proc.stdout)
         return summary
 
@@ -159,7 +167,8 @@ def max_overlap(processes: list[dict[str, Any]]) -> int:
 
 
 def test_petri_run_completes_a_multi_cell_claim_two_at_a_time_one_process_per_task(bench: Bench) -> None:
-    summary = bench.run(HEAT, *TREE, "-j", "2", "--harness", "claude")
+    lines: list[str] = []
+    summary = bench.run(HEAT, *TREE, "-j", "2", "--harness", "claude", progress=lines)
     assert (summary["stopped"], summary["run_state"], summary["root_state"]) == (
         "done",
         "complete",
@@ -194,6 +203,9 @@ def test_petri_run_completes_a_multi_cell_claim_two_at_a_time_one_process_per_ta
     usage = summary["usage"]
     assert (usage["processes"], usage["tokens"], usage["model_calls"]) == (10, 10 * CLAUDE_TOKENS, 30)
     assert usage["cost_usd"] == pytest.approx(10 * CLAUDE_COST)
+    # Each task's progress line counts tokens as the totals do (cache included), so they add up.
+    done = [line for line in lines if " done  " in line]
+    assert len(done) == 10 and all(f" · {CLAUDE_TOKENS:,} tokens · $0.0123" in line for line in done)
 
     status = json.loads(cli(bench, "status", run_id, "--json"))["runs"][0]
     assert status["usage"] == usage
