@@ -932,12 +932,16 @@ class Service:
     def transcript(self, task_id: str, attempt: int | None = None) -> bytes:
         """The stored harness output of a task's latest process (or of one attempt)."""
         with self._store(create=False) as st, st.read():
-            rows = [r for r in st.usage_rows(task_id=task_id) if attempt is None or r["attempt"] == attempt]
+            every = st.usage_rows(task_id=task_id)
+            rows = [r for r in every if attempt is None or r["attempt"] == attempt]
             if not rows:
                 st.task(task_id)
+                kept = sorted({r["attempt"] for r in every})
                 raise NotFound(
                     f"no transcript for task {task_id}" + (f" attempt {attempt}" if attempt else ""),
-                    "transcripts exist for tasks run by `petri run`",
+                    f"its attempts with a transcript: {', '.join(map(str, kept))}"
+                    if kept
+                    else "transcripts exist for tasks run by `petri run`",
                 )
             return st.blob(rows[-1]["transcript_hash"])
 

@@ -795,7 +795,9 @@ def test_petri_transcript_prints_the_stored_output_safely_and_raw_exactly(
     raw = CliRunner().invoke(main, ["transcript", task_id, "--raw"], env=env)
     assert raw.stdout_bytes == hostile
     missing = CliRunner().invoke(main, ["transcript", task_id, "--attempt", "2"], env=env)
-    assert missing.exit_code == 1 and f"no transcript for task {task_id} attempt 2" in missing.output
+    assert missing.exit_code == 1 and missing.stderr == (
+        f"Error: no transcript for task {task_id} attempt 2; its attempts with a transcript: 1\n"
+    )
     unknown = CliRunner().invoke(main, ["transcript", "no-such-task"], env=env)
     assert unknown.exit_code == 1 and unknown.output.startswith("Error: ")
 
