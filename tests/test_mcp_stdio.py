@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from helpers import ARTICLE, passing
 from mcp import Client, StdioServerParameters
@@ -174,6 +175,25 @@ async def test_streamable_http_on_loopback(tmp_path: Path) -> None:
             async with Client(f"http://127.0.0.1:{port}/mcp", mode=mode) as client:
                 start = await call(client, "petri_start", {"claim": f"HTTP works in {mode} mode"})
                 assert start["tasks"][0]["agent"] == "petri-decomposer"
+        # A web page cannot reach the server through the user's browser: a rebound host name or a
+        # foreign origin is refused before any tool runs (the SDK's DNS-rebinding protection, on
+        # for a loopback bind).
+        start_call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "petri_start", "arguments": {"claim": "A page in a browser tab started this"}},
+        }
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        async with httpx2.AsyncClient() as web:
+            url = f"http://127.0.0.1:{port}/mcp"
+            rebound = await web.post(
+                url, json=start_call, headers={**headers, "Host": f"evil.example:{port}"}
+            )
+            foreign = await web.post(
+                url, json=start_call, headers={**headers, "Origin": "https://evil.example"}
+            )
+        assert (rebound.status_code, foreign.status_code) == (421, 403)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
