@@ -358,7 +358,47 @@ def _extract(body: bytes, content_type: str, charset: str | None, url: str) -> d
         for bad in tree.xpath("//script|//style|//nav|//header|//footer"):
             bad.drop_tree()
         data["text"] = tree.text_content()
+    data["date"] = _stated_date(data.get("date"), html)
     return data
+
+
+#: How a page may state 1 January of a year (`{y}`), for `_stated_date`.
+NEW_YEAR = (
+    "{y}-01-01",
+    "01/01/{y}",
+    "1/1/{y}",
+    "01.01.{y}",
+    "1 January {y}",
+    "1st January {y}",
+    "January 1, {y}",
+    "January 1 {y}",
+    "January 1st, {y}",
+    "Jan. 1, {y}",
+    "Jan 1, {y}",
+    "1 Jan {y}",
+    "1. Januar {y}",
+    "1er janvier {y}",
+    "1 de enero de {y}",
+)
+
+
+def _stated_date(date: Any, html: bytes | str) -> str | None:
+    """The publication date, if the page states it. Trafilatura's extensive date search answers a
+    bare year in the text ("in 2026", "© 2024", even "November 2025") with 1 January of it: a
+    date no one wrote, which would make a source look up to a year older or newer than it is. A
+    1 January date is kept only when the page's metadata gives it or its text spells it out;
+    otherwise the date is unknown."""
+    if not date:
+        return None
+    day = str(date)[:10]
+    if day[4:] != "-01-01":
+        return day
+    page = html if isinstance(html, str) else html.decode("utf-8", errors="replace")
+    if any(form.format(y=day[:4]) in page for form in NEW_YEAR):
+        return day
+    from htmldate import find_date
+
+    return day if find_date(page, extensive_search=False, original_date=True) == day else None
 
 
 def fetch_url(url: str, policy: FetchPolicy, *, client: Any = None) -> FetchedPage:

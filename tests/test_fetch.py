@@ -106,6 +106,43 @@ def test_page_text_splits_on_paragraphs_and_names_the_valid_range() -> None:
         page_text(text, pages + 1, 3000)
 
 
+def dated(body: str, head: str = "") -> bytes:
+    return (
+        f"<html><head><title>Traffic count</title>{head}</head><body><article><h1>Traffic count</h1>"
+        f"<p>{body} The city counted downtown car traffic again and found it back at its earlier level, "
+        "street by street, over four weeks of the autumn.</p></article></body></html>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "head", "published"),
+    [
+        ("In 2026 the count rose again.", "", None),  # a bare year: no date (was 2026-01-01)
+        ("Published in November 2025.", "", None),  # was 2025-01-01: neither month nor day is this
+        ("From 2019 to 2024 the count rose.", "", None),  # was 2019-01-01
+        ("Published 3 November 2025.", "", "2025-11-03"),  # a date the text spells out
+        ("Updated 1 January 2026.", "", "2026-01-01"),
+        ("Counted on January 1, 2026 at noon.", "", "2026-01-01"),
+        (
+            "No date here.",
+            '<meta property="article:published_time" content="2026-01-01T10:00:00Z">',
+            "2026-01-01",
+        ),
+        (
+            "In 2024 the count rose.",
+            '<meta property="article:published_time" content="2025-06-30">',
+            "2025-06-30",
+        ),
+    ],
+)
+def test_a_publication_date_is_one_the_page_states_never_a_year_made_into_1_january(
+    body: str, head: str, published: str | None
+) -> None:
+    with serve({"/count": (200, HTML, dated(body, head), 0.0)}) as base:
+        page = fetch_url(f"{base}/count", LOCAL)
+    assert page.published == published
+
+
 def test_service_fetch_snapshots_once_and_the_cache_hits(tmp_path: Path) -> None:
     clock = Clock()
     svc = Service(tmp_path / ".petri", clock=clock, fetch_policy=LOCAL)
