@@ -229,6 +229,8 @@ def show(cell_id: str, as_json: bool) -> None:
             click.echo(
                 safe(f"    {who} [{c['stance']} L{c['level']}] {c['source_id']}: “{c['quote'][:160]}”")
             )
+            if c.get("source_reads"):
+                click.echo(safe(f"      the page reads: “{' '.join(c['source_reads'].split())[:400]}”"))
 
 
 @main.command()

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .models import Cell, Citation, Source, Task, Verdict
+from .quotes import source_words
 from .roster import ROLES, SOURCE_LEVELS, TERMINAL_MAX_LEVEL
 
 MAX_NEIGHBOURS = 5
@@ -146,7 +147,15 @@ def _citation(c: Citation, source: Source | None, now: str) -> dict[str, Any]:
         "role": c.role,
         "quote": clip(c.quote, QUOTE_CHARS),
         "finding": clip(c.finding, NOTE_CHARS),
-    }
+    } | _source_reads(c, source)
+
+
+def _source_reads(c: Citation, source: Source | None) -> dict[str, str]:
+    """For a quote with an elision, what the source says over the whole span it stands for."""
+    words = clip(
+        source_words(c.quote, source.text, c.match_start, c.match_end) if source else None, QUOTE_CHARS
+    )
+    return {"source_reads": words} if words else {}
 
 
 def _verdicts_for(task: Task, verdicts: list[Verdict]) -> list[Verdict]:

@@ -90,6 +90,18 @@ def _cached(text: str) -> tuple[str, list[int]]:
     return _normalize_with_map(text)
 
 
+def elides(quote: str) -> bool:
+    """Whether a quote leaves words out between two of its parts ("…", "...", "[…]"). Such a quote
+    is verified part by part, so whoever reads it is shown the source's own words for the span
+    too: an elision can change what a sentence says ("did not … cause harm")."""
+    return len([part for part in _ELISION.split(normalize(quote)) if part.strip()]) > 1
+
+
+def source_words(quote: str, text: str, start: int, end: int) -> str | None:
+    """The source's words for an elided quote's matched span (`None` for a quote without an elision)."""
+    return text[start:end] if elides(quote) else None
+
+
 def normalize(text: str) -> str:
     """The form both quote and page are compared in. Quote-sized texts are cached (a quote is
     normalized for its length check, its search and the verify pass); pages are not."""

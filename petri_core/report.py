@@ -7,6 +7,7 @@ from typing import Any
 
 from .context import age_days, clip
 from .models import FINAL_STATES, Cell
+from .quotes import source_words
 from .store import Store
 
 ROLE_ORDER = (
@@ -66,6 +67,7 @@ def gather(st: Store, run_id: str, now: str) -> dict[str, Any]:
                 "age_days": age_days(src.published, now),
                 "level": c.level,
                 "quote": c.quote,
+                "reads": source_words(c.quote, src.text, c.match_start, c.match_end),
                 "finding": c.finding,
                 "role": c.role,
                 "iteration": c.iteration,

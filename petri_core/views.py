@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import NotFound
+from .quotes import elides
 from .store import Store
 
 
@@ -75,9 +77,22 @@ def show(st: Store, cell_id: str) -> dict[str, Any]:
         ],
         "usage": st.usage_totals(cell_id=cell_id),
         "verdicts": st.verdict_rows(cell_id),
-        "citations": st.citation_rows(cell_id),
+        "citations": [_with_source_words(st, c) for c in st.citation_rows(cell_id)],
         "evidence": st.evidence(cell_id),
     }
+
+
+def _with_source_words(st: Store, row: dict[str, Any]) -> dict[str, Any]:
+    """A citation row, and for a quote with an elision the page's words over its whole span. A row
+    read from a mangled event (no quote, no span, an unknown source) is shown as it is."""
+    quote, start, end = row.get("quote"), row.get("match_start"), row.get("match_end")
+    if not (isinstance(quote, str) and isinstance(start, int) and isinstance(end, int) and elides(quote)):
+        return row
+    try:
+        text = st.source(str(row.get("source_id"))).text
+    except NotFound:
+        return row
+    return row | {"source_reads": text[start:end]}
 
 
 def inbox_item(cell: Mapping[str, Any]) -> dict[str, str]:

@@ -6,8 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
 from helpers import Clock
 
+from petri_core.cli import main
 from petri_core.service import Service
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
@@ -70,3 +72,63 @@ def test_the_freshness_checker_sees_measured_dates_and_ages(tmp_path: Path) -> N
     assert fresh.role == "freshness-checker"
     context = svc.claim(fresh.task_id, "petri-freshness-checker").context
     assert {(c["published"], c["age_days"]) for c in context["citations"]} == {("2026-01-15", 290)}
+
+
+def test_an_elided_quote_reaches_the_next_roles_and_the_report_with_the_words_it_skipped(
+    tmp_path: Path,
+) -> None:
+    """ "did not … cause harm" can say the opposite of its page: every reader is shown the page's own
+    words for the whole span, beside the quote."""
+    svc = Service(tmp_path / ".petri", clock=Clock())
+    text = (
+        "The trial found that the drug did not reduce symptoms in the first month and may cause harm "
+        "to patients with kidney disease, so the authors advise caution."
+    )
+    source = svc.add_source(
+        url="https://example.org/trial",
+        final_url="https://example.org/trial",
+        status=200,
+        content_type="text/html",
+        fetched_at=svc.now(),
+        content_hash="0" * 64,
+        title="A trial",
+        author=None,
+        published="2026-03-01",
+        text=text,
+    ).source_id
+    run = svc.start("The drug is safe for every patient", preset="standard", max_depth=0)
+    task = run.tasks[0].task_id
+    elided = "the drug did not … cause harm to patients with kidney disease"
+    whole = "the drug did not reduce symptoms in the first month"
+    svc.submit(
+        task,
+        svc.claim(task, "petri-investigator").lease,
+        {
+            "verdict": "EVIDENCE_SUFFICIENT",
+            "summary": "s",
+            "citations": [
+                {"source_id": source, "quote": q, "stance": "supports", "level": 1, "finding": "f"}
+                for q in (elided, whole)
+            ],
+        },
+    )
+    fresh = svc.next().tasks[0]
+    cited = {c["quote"]: c for c in svc.claim(fresh.task_id, "petri-freshness-checker").context["citations"]}
+    assert cited[elided]["source_reads"] == (
+        "the drug did not reduce symptoms in the first month and may cause harm to patients with kidney disease"
+    )
+    assert "source_reads" not in cited[whole]  # a quote without an elision is the page's words already
+    shown = {c["quote"]: c for c in svc.show(run.root_cell_id)["citations"]}
+    assert shown[elided]["source_reads"].startswith("the drug did not reduce symptoms")
+    assert "source_reads" not in shown[whole]
+    text = CliRunner().invoke(main, ["show", run.root_cell_id], env={"PETRI_HOME": str(svc.dish)}).stdout
+    assert (
+        "      the page reads: “the drug did not reduce symptoms in the first month and may cause harm"
+        in text
+    )
+    assert text.count("the page reads") == 1
+    report = svc.report(run.run_id)
+    assert (
+        "(the page reads: “the drug did not reduce symptoms in the first month and may cause harm" in report
+    )
+    assert "The page reads: <q>the drug did not reduce symptoms" in svc.report(run.run_id, "html")

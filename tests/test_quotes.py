@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petri_core.quotes import MIN_QUOTE_CHARS, closest_passage, find_quote, normalize
+from petri_core.quotes import MIN_QUOTE_CHARS, closest_passage, elides, find_quote, normalize, source_words
 
 PAGE = (
     "The council\u2019s report says: \u201cBike lanes cut car trips by 20 percent in 2025.\u201d\n"
@@ -35,6 +35,32 @@ def test_genuine_quotes_differing_only_in_typography_are_found(quote: str) -> No
     match = find_quote(quote, PAGE)
     assert match is not None and match.score == 1.0
     assert normalize(match.matched).startswith(normalize(quote)[:10])
+
+
+@pytest.mark.parametrize(
+    ("quote", "elided"),
+    [
+        ("The study is robust to excluding … a reduction of 16 percent", True),
+        ("The study is robust to excluding ... a reduction of 16 percent", True),
+        ("The study is robust to excluding [...] a reduction of 16 percent", True),
+        ("which yields a reduction of 16 percent", False),
+        (
+            "which yields a reduction of 16 percent...",
+            False,
+        ),  # a trailing ellipsis leaves nothing out between
+    ],
+)
+def test_elides_tells_a_quote_that_leaves_words_out_between_its_parts(quote: str, elided: bool) -> None:
+    assert elides(quote) is elided
+
+
+def test_an_elided_quote_is_shown_with_the_words_it_left_out() -> None:
+    quote = "The study is robust to excluding … a reduction of 16 percent"
+    match = find_quote(quote, PAGE)
+    assert match is not None
+    words = source_words(quote, PAGE, match.start, match.end)
+    assert words == PAGE[match.start : match.end] and len(normalize(words)) > len(normalize(quote))
+    assert source_words("which yields a reduction of 16 percent", PAGE, match.start, match.end) is None
 
 
 def test_offsets_point_at_the_original_passage() -> None:
