@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from helpers import Clock
+from helpers import Clock, add_article
 
 from petri_core.cli import main
 from petri_core.service import Service
@@ -84,18 +84,7 @@ def test_an_elided_quote_reaches_the_next_roles_and_the_report_with_the_words_it
         "The trial found that the drug did not reduce symptoms in the first month and may cause harm "
         "to patients with kidney disease, so the authors advise caution."
     )
-    source = svc.add_source(
-        url="https://example.org/trial",
-        final_url="https://example.org/trial",
-        status=200,
-        content_type="text/html",
-        fetched_at=svc.now(),
-        content_hash="0" * 64,
-        title="A trial",
-        author=None,
-        published="2026-03-01",
-        text=text,
-    ).source_id
+    source = add_article(svc, text=text, url="https://example.org/trial").source_id
     run = svc.start("The drug is safe for every patient", preset="standard", max_depth=0)
     task = run.tasks[0].task_id
     elided = "the drug did not … cause harm to patients with kidney disease"
