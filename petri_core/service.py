@@ -1328,6 +1328,8 @@ def describe(events: Iterable[NewEvent]) -> list[str]:
             lines.append(f"run {e.run_id}: {p['from']} → {p['to']}")
         elif e.type == "task_stalled":
             lines.append(f"{e.task_id}: parked ({p['reason']})")
-        elif e.type == "cell_updated" and "flagged" in p["fields"] and p["fields"]["flagged"]:
+        elif e.type == "cell_updated" and p["fields"].get("flagged"):
             lines.append(f"{e.cell_id}: flagged for a human ({p['fields']['flagged']})")
+        elif e.type == "cell_updated" and p["fields"] == {"flagged": None}:  # only an acknowledgement
+            lines.append(f"{e.cell_id}: flag cleared ({p['reason']})")
     return lines

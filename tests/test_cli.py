@@ -554,7 +554,10 @@ def test_resolve_acknowledge_clears_the_flag_a_reopened_child_left_on_its_parent
     ]
     assert "--acknowledge" in inbox[0]["command"]
     out = petri("resolve", run.root_cell_id, "--acknowledge").stdout
-    assert out.splitlines()[0] == f"{run.root_cell_id}: validated"
+    assert out.splitlines() == [
+        f"{run.root_cell_id}: validated",
+        f"  {run.root_cell_id}: flag cleared (flag acknowledged by a human)",
+    ]
     assert show(run.root_cell_id)["cell"]["flagged"] is None
     assert json.loads(petri("status", "--json").stdout)["needs_human"] == []
 
