@@ -396,7 +396,7 @@ def _print_resolution(out: Any, as_json: bool) -> None:
 @main.command()
 @click.argument("cell_id")
 @click.option("--reject", is_flag=True, help="Reject the decomposition; the decomposer tries again.")
-@click.option("--note", help="What to change (with --reject).")
+@click.option("--note", help="What to change (required with --reject: the decomposer works from it).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @domain_errors
 def approve(cell_id: str, reject: bool, note: str | None, as_json: bool) -> None:

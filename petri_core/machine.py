@@ -956,6 +956,11 @@ def decide_approval(
             f"{w.cell.cell_id} has no decomposition awaiting approval (state `{w.cell.state}`)",
             "approve only cells listed as awaiting approval in `petri status`",
         )
+    if not approve and not (note or "").strip():
+        raise Rejected(
+            "a rejection needs a note: the decomposer redoes the decomposition from it",
+            f'say what to change: petri approve {w.cell.cell_id} --reject --note "…"',
+        )
     w.emit("human_decided", {"action": "approve" if approve else "reject", "note": note}, actor="human")
     if approve:
         children = [ChildIn(**c) for c in w.cell.proposal["children"]]
@@ -963,7 +968,7 @@ def decide_approval(
         apply_decomposition(w, children, existing, reason="approved")
     else:
         w.update("decomposition rejected", proposal=None, directive=note)
-        w.fire("rejected", f"a human rejected the decomposition: {note or 'no note'}")
+        w.fire("rejected", f"a human rejected the decomposition: {note}")
     return events
 
 

@@ -630,6 +630,13 @@ def test_approve_creates_the_proposed_children() -> None:
 def test_approve_reject_with_a_note_sends_the_decomposition_back() -> None:
     s = svc()
     run = awaiting_approval(s)
+    before = len(s.log())
+    for blank in ([], ["--note", "  "]):  # the decomposer would redo the work blind
+        assert error("approve", run.root_cell_id, "--reject", *blank) == (
+            "Error: a rejection needs a note: the decomposer redoes the decomposition from it; "
+            f'say what to change: petri approve {run.root_cell_id} --reject --note "…"'
+        )
+    assert len(s.log()) == before
     out = json.loads(
         petri("approve", run.root_cell_id, "--reject", "--note", "split by region", "--json").stdout
     )
