@@ -153,3 +153,12 @@ def without_triggers(svc: Service) -> Iterator[sqlite3.Connection]:
         for ddl in EVENTS_DDL:
             if "CREATE TRIGGER" in ddl:
                 conn.execute(ddl)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound and released; for a server to start, or to be refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

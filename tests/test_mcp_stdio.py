@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from helpers import ARTICLE, passing
+from helpers import ARTICLE, free_port, passing
 from mcp import Client, StdioServerParameters
 
 from petri_core.service import Service
@@ -154,9 +154,7 @@ async def test_streamable_http_on_loopback(tmp_path: Path) -> None:
     import socket
     import subprocess
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PETRI_HOME": str(tmp_path / ".petri")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "petri_core", "mcp", "--http", str(port)],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
+from helpers import free_port
 from test_report import finished_scenario
 
 from petri_core.cli import main
@@ -104,12 +104,6 @@ def test_spans_have_the_run_cell_task_tool_structure_and_attributes(
     again = CliRunner().invoke(main, ["otel", "export", run_id, "--endpoint", collector, "--json"])
     assert json.loads(again.stdout) == {"run_id": run_id, "spans": sent, "endpoint": f"{collector}/v1/traces"}
     assert Collector.requests == [sent, sent]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_an_unreachable_collector_fails_the_export_with_its_reason_and_no_retry_noise(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+from helpers import free_port
 from webserver import serve
 
 from petri_core.errors import Rejected
@@ -42,11 +42,8 @@ def test_provider_errors_are_rejections(route: tuple, message: str) -> None:
 
 
 def test_a_provider_that_is_down_is_a_rejection() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with pytest.raises(Rejected, match="unreachable"):
-        SearxngProvider(f"http://127.0.0.1:{port}", timeout=2).search("query", 5)
+        SearxngProvider(f"http://127.0.0.1:{free_port()}", timeout=2).search("query", 5)
 
 
 def test_no_provider_and_bad_arguments_are_rejections() -> None:
